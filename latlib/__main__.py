@@ -6,12 +6,19 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .train import LengthDropConfig, TrainConfig
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .experiment import build_model, evaluate_model, load_tokenizer, prepare_task_data, train_model
+    from .experiment import (
+        build_model,
+        evaluate_model,
+        load_tokenizer,
+        prepare_task_data,
+        train_model,
+    )
 
     length_drop = None
     if args.length_drop:
@@ -44,8 +51,11 @@ def _train(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     model = build_model(args.init_from, data, length_mode=args.length_mode)
+    metrics: dict = {}
+    if args.eval_before:
+        metrics["dev_before"] = evaluate_model(model, data, "dev")
     result = train_model(model, data, config, batch_size=args.batch_size)
-    metrics = {"global_step": result.global_step, "train_seconds": result.seconds,
+    metrics |= {"global_step": result.global_step, "train_seconds": result.seconds,
                "steps_per_second": result.steps_per_second}
     metrics["dev_full"] = evaluate_model(model, data, "dev")
     if length_drop is not None:
@@ -56,6 +66,20 @@ def _train(args: argparse.Namespace) -> None:
             model, data, "dev", to_model_lengths(smallest, model.config.length_mode, args.max_length)
         )
     print(json.dumps(metrics, indent=2))
+    if args.metrics_file:
+        with open(args.metrics_file, "w") as handle:
+            json.dump(metrics, handle, indent=2)
+
+
+def _select(args: argparse.Namespace) -> None:
+    from .anytime import FRONTIER_FILE, Frontier
+
+    path = Path(args.model) / FRONTIER_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run the search for this model first")
+    frontier = Frontier.load(path)
+    point = frontier.select(args.budget, paper_style=args.paper_style)
+    print(json.dumps(frontier.describe(point), indent=2))
 
 
 def _count_or_fraction(text: str) -> int | float:
@@ -71,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     train.add_argument("--task", required=True, choices=["sst2", "mnli", "squad"])
     train.add_argument("--init-from", required=True, help="backbone name/path or a trained model folder")
     train.add_argument("--output-dir", required=True)
+    train.add_argument("--metrics-file", default=None, help="also write the final metrics here (JSON)")
     train.add_argument("--data-dir", default=None, help="local data folder (else $LATLIB_DATA_DIR, else the hub)")
     train.add_argument("--max-length", type=int, default=128)
     train.add_argument("--length-mode", choices=["ratio", "absolute"], default="ratio")
@@ -85,12 +110,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     train.add_argument("--warmup-ratio", type=float, default=0.0)
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--checkpoint-every", type=int, default=500)
+    train.add_argument("--eval-before", action="store_true", help="also evaluate before training")
     train.add_argument("--length-drop", action="store_true", help="LengthDrop training")
     train.add_argument("--num-sandwich", type=int, default=2)
     train.add_argument("--length-drop-ratio-bound", type=float, default=0.2)
     train.add_argument("--layer-dropout-prob", type=float, default=0.2)
     train.add_argument("--kl-direction", choices=["student_teacher", "teacher_student"], default="student_teacher")
     train.set_defaults(func=_train)
+
+    select = commands.add_parser("select", help="the best searched configuration within a budget")
+    select.add_argument("--model", required=True, help="a model folder with frontier.json")
+    select.add_argument("--budget", required=True, type=float,
+                        help="a fraction of the full model's MACs (<= 1) or absolute MACs")
+    select.add_argument("--paper-style", action="store_true",
+                        help="budget in the paper's MACs (one unpadded max-length input)")
+    select.set_defaults(func=_select)
 
     args = parser.parse_args(argv)
     try:

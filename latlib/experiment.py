@@ -6,7 +6,8 @@ The pipeline's notebooks and the command line call these; each is a thin composi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -15,9 +16,13 @@ import datasets
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from . import data as data_lib
+from .anytime import Frontier, FrontierPoint
 from .backbones import resolve_backbone
 from .evaluation import evaluate_classification, evaluate_squad
+from .flops import example_macs, paper_macs
+from .lengths import constant_rate_config, full_config, smallest_config, to_model_lengths
 from .model import LengthAdaptiveModel
+from .search import EvaluatedConfig
 from .train import TrainConfig, TrainResult, train
 
 SearchOn = Literal["held_out", "dev"]
@@ -160,3 +165,139 @@ def evaluate_model(
 def primary_metric(task_data: TaskData) -> str:
     """The number the search maximises and the tables report."""
     return "accuracy" if task_data.task.kind == "classification" else "f1"
+
+
+# ---------------------------------------------------------------------------- search
+
+
+@dataclass
+class SearchProblem:
+    """What the search sees of a model and a data split: two callables and the bounds."""
+
+    evaluate: Callable[[tuple[int, ...]], float]
+    cost: Callable[[tuple[int, ...]], float]
+    lower: tuple[int, ...]
+    upper: tuple[int, ...]
+    max_length: int
+    fingerprint: dict[str, Any]
+
+
+def search_problem(
+    model: LengthAdaptiveModel,
+    task_data: TaskData,
+    model_dir: str | Path,
+    length_drop_ratio_bound: float = 0.2,
+    split: str = "search",
+    batch_size: int = 64,
+) -> SearchProblem:
+    """Fitness = the task metric on ``split``; cost = mean real-token MACs on ``split``.
+
+    The bounds are the LengthDrop training's: its smallest configuration and the full
+    model. The fingerprint ties a search store to these weights and this data.
+    """
+    features, _ = task_data.split(split)
+    metric = primary_metric(task_data)
+    mode, max_length = model.config.length_mode, task_data.max_length
+    real_lengths = data_lib.sequence_lengths(features).tolist()
+    task_type = model.config.task_type
+
+    def evaluate(config: tuple[int, ...]) -> float:
+        lengths = to_model_lengths(config, mode, max_length)
+        return evaluate_model(model, task_data, split, lengths, batch_size)[metric]
+
+    def cost(config: tuple[int, ...]) -> float:
+        lengths = to_model_lengths(config, mode, max_length)
+        return example_macs(model.hf_config, real_lengths, lengths, mode, task_type)
+
+    fingerprint = {
+        "model": str(Path(model_dir).resolve().name),
+        "weights_sha256": weights_digest(model),
+        "task": task_data.task.name,
+        "split": split,
+        "rows": len(features),
+        "metric": metric,
+        "length_mode": mode,
+        "max_length": max_length,
+        "cost": "latlib.flops.example_macs/v1",
+    }
+    return SearchProblem(
+        evaluate=evaluate,
+        cost=cost,
+        lower=smallest_config(model.num_layers, max_length, length_drop_ratio_bound),
+        upper=full_config(model.num_layers, max_length),
+        max_length=max_length,
+        fingerprint=fingerprint,
+    )
+
+
+def weights_digest(model: LengthAdaptiveModel) -> str:
+    """A short hash of the weights, so a search store cannot be reused for other weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def frontier_from_search(
+    model: LengthAdaptiveModel,
+    task_data: TaskData,
+    problem: SearchProblem,
+    points: Sequence[EvaluatedConfig],
+    batch_size: int = 64,
+) -> Frontier:
+    """The search's frontier, each point re-evaluated on the dev set (the reported number)."""
+    metric = primary_metric(task_data)
+    mode, max_length = model.config.length_mode, problem.max_length
+    frontier_points = []
+    for point in points:
+        lengths = to_model_lengths(point.config, mode, max_length)
+        frontier_points.append(
+            FrontierPoint(
+                length_config=lengths,
+                grid_config=tuple(point.config),
+                macs=point.cost,
+                paper_macs=float(paper_macs(model.hf_config, max_length, point.config, model.config.task_type).total),
+                score=point.score,
+                dev_score=evaluate_model(model, task_data, "dev", lengths, batch_size)[metric],
+            )
+        )
+    return Frontier(
+        points=frontier_points,
+        metric=metric,
+        length_mode=mode,
+        max_length=max_length,
+        full_macs=problem.cost(problem.upper),
+        full_paper_macs=float(paper_macs(model.hf_config, max_length, None, model.config.task_type).total),
+        full_score=problem.evaluate(problem.upper),
+        full_dev_score=evaluate_model(model, task_data, "dev", None, batch_size)[metric],
+        metadata={"search": problem.fingerprint},
+    )
+
+
+def constant_rate_curve(
+    model: LengthAdaptiveModel,
+    task_data: TaskData,
+    rates: Sequence[float],
+    split: str = "dev",
+    batch_size: int = 64,
+) -> list[dict[str, Any]]:
+    """The paper's baseline: every layer keeps ``rate`` of the previous layer's tokens."""
+    metric = primary_metric(task_data)
+    mode, max_length = model.config.length_mode, task_data.max_length
+    features, _ = task_data.split(split)
+    real_lengths = data_lib.sequence_lengths(features).tolist()
+    rows = []
+    for rate in rates:
+        grid = constant_rate_config(model.num_layers, max_length, rate)
+        lengths = to_model_lengths(grid, mode, max_length)
+        rows.append(
+            {
+                "rate": rate,
+                "grid_config": grid,
+                "macs": example_macs(model.hf_config, real_lengths, lengths, mode, model.config.task_type),
+                "paper_macs": paper_macs(model.hf_config, max_length, grid, model.config.task_type).total,
+                metric: evaluate_model(model, task_data, split, lengths, batch_size)[metric],
+            }
+        )
+    return rows

@@ -41,6 +41,7 @@ from transformers import (
 )
 from transformers.utils import ModelOutput
 
+from .anytime import FRONTIER_FILE, Frontier, FrontierPoint
 from .backbones import resolve_backbone
 from .lengths import LENGTH_MODES, LengthMode, validate_length_config
 
@@ -137,7 +138,7 @@ class LengthAdaptiveModel(nn.Module):
             )
         self.backbone = backbone
         self.config = config
-        self.frontier = None  # an anytime.Frontier once a search has run (see set_budget)
+        self.frontier: Frontier | None = None  # set by a search; see set_budget
         base = backbone.base_model
         hf_config = backbone.config
         self.num_heads = hf_config.num_attention_heads
@@ -180,10 +181,8 @@ class LengthAdaptiveModel(nn.Module):
             hf_kwargs["num_labels"] = num_labels
         backbone = auto_class.from_pretrained(str(name_or_path), **hf_kwargs)
         model = cls(backbone, config)
-        frontier_file = Path(name_or_path) / "frontier.json"
+        frontier_file = Path(name_or_path) / FRONTIER_FILE
         if frontier_file.is_file():
-            from .anytime import Frontier  # the frontier layer sits above the model
-
             model.frontier = Frontier.load(frontier_file)
         return model
 
@@ -207,7 +206,24 @@ class LengthAdaptiveModel(nn.Module):
         (save_directory / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
         frontier = getattr(self, "frontier", None)
         if frontier is not None:
-            frontier.save(save_directory / "frontier.json")
+            frontier.save(save_directory / FRONTIER_FILE)
+
+    def set_budget(self, budget: float, paper_style: bool = False) -> FrontierPoint:
+        """Run from now on at the most accurate frontier configuration within ``budget``
+        (a fraction of the full model's MACs if <= 1, else absolute MACs)."""
+        if self.frontier is None:
+            raise ValueError(
+                "this model has no frontier.json: run the search (notebooks/03_search.py or "
+                "`dvc repro`) and save the model with its frontier first"
+            )
+        if self.frontier.length_mode != self.config.length_mode:
+            raise ValueError(
+                f"the frontier was searched in {self.frontier.length_mode!r} mode but the model "
+                f"runs in {self.config.length_mode!r} mode"
+            )
+        point = self.frontier.select(budget, paper_style)
+        self.config.length_config = tuple(point.length_config)
+        return point
 
     # Properties, not attributes: registering the backbone's modules a second time would
     # put every weight twice in state_dict() and confuse checkpointing.
