@@ -55,15 +55,23 @@ def _train(args: argparse.Namespace) -> None:
     if args.eval_before:
         metrics["dev_before"] = evaluate_model(model, data, "dev")
     result = train_model(model, data, config, batch_size=args.batch_size)
-    metrics |= {"global_step": result.global_step, "train_seconds": result.seconds,
-               "steps_per_second": result.steps_per_second}
+    metrics |= {
+        "global_step": result.global_step,
+        "train_seconds": result.seconds,
+        "steps_per_second": result.steps_per_second,
+    }
     metrics["dev_full"] = evaluate_model(model, data, "dev")
     if length_drop is not None:
         from .lengths import smallest_config, to_model_lengths
 
-        smallest = smallest_config(model.num_layers, args.max_length, length_drop.length_drop_ratio_bound)
+        smallest = smallest_config(
+            model.num_layers, args.max_length, length_drop.length_drop_ratio_bound
+        )
         metrics["dev_smallest"] = evaluate_model(
-            model, data, "dev", to_model_lengths(smallest, model.config.length_mode, args.max_length)
+            model,
+            data,
+            "dev",
+            to_model_lengths(smallest, model.config.length_mode, args.max_length),
         )
     print(json.dumps(metrics, indent=2))
     if args.metrics_file:
@@ -93,16 +101,26 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     train = commands.add_parser("train", help="fine-tune or LengthDrop-train a model on a task")
     train.add_argument("--task", required=True, choices=["sst2", "mnli", "squad"])
-    train.add_argument("--init-from", required=True, help="backbone name/path or a trained model folder")
+    train.add_argument(
+        "--init-from", required=True, help="backbone name/path or a trained model folder"
+    )
     train.add_argument("--output-dir", required=True)
-    train.add_argument("--metrics-file", default=None, help="also write the final metrics here (JSON)")
-    train.add_argument("--data-dir", default=None, help="local data folder (else $LATLIB_DATA_DIR, else the hub)")
+    train.add_argument(
+        "--metrics-file", default=None, help="also write the final metrics here (JSON)"
+    )
+    train.add_argument(
+        "--data-dir", default=None, help="local data folder (else $LATLIB_DATA_DIR, else the hub)"
+    )
     train.add_argument("--max-length", type=int, default=128)
     train.add_argument("--length-mode", choices=["ratio", "absolute"], default="ratio")
     train.add_argument("--train-size", type=int, default=None)
     train.add_argument("--dev-size", type=int, default=None)
-    train.add_argument("--search-size", type=_count_or_fraction, default=0.05,
-                       help="rows held out of train for the search: a count, or a fraction < 1")
+    train.add_argument(
+        "--search-size",
+        type=_count_or_fraction,
+        default=0.05,
+        help="rows held out of train for the search: a count, or a fraction < 1",
+    )
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--learning-rate", type=float, default=2e-5)
     train.add_argument("--num-epochs", type=float, default=3.0)
@@ -115,15 +133,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     train.add_argument("--num-sandwich", type=int, default=2)
     train.add_argument("--length-drop-ratio-bound", type=float, default=0.2)
     train.add_argument("--layer-dropout-prob", type=float, default=0.2)
-    train.add_argument("--kl-direction", choices=["student_teacher", "teacher_student"], default="student_teacher")
+    train.add_argument(
+        "--kl-direction", choices=["student_teacher", "teacher_student"], default="student_teacher"
+    )
     train.set_defaults(func=_train)
 
     select = commands.add_parser("select", help="the best searched configuration within a budget")
     select.add_argument("--model", required=True, help="a model folder with frontier.json")
-    select.add_argument("--budget", required=True, type=float,
-                        help="a fraction of the full model's MACs (<= 1) or absolute MACs")
-    select.add_argument("--paper-style", action="store_true",
-                        help="budget in the paper's MACs (one unpadded max-length input)")
+    select.add_argument(
+        "--budget",
+        required=True,
+        type=float,
+        help="a fraction of the full model's MACs (<= 1) or absolute MACs",
+    )
+    select.add_argument(
+        "--paper-style",
+        action="store_true",
+        help="budget in the paper's MACs (one unpadded max-length input)",
+    )
     select.set_defaults(func=_select)
 
     args = parser.parse_args(argv)

@@ -42,7 +42,9 @@ def predict_logits(
                 rows[name][row] = values[slot, : real_lengths[slot]] if is_span else values[slot]
     count = len(rows[names[0]])
     if sorted(rows[names[0]]) != list(range(count)):
-        raise ValueError("the loader did not yield every row exactly once; use data.make_dataloader")
+        raise ValueError(
+            "the loader did not yield every row exactly once; use data.make_dataloader"
+        )
     result = {}
     for name in names:
         ordered = [rows[name][row] for row in range(count)]

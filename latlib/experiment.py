@@ -93,7 +93,9 @@ def prepare_task_data(
 
         def features(rows: datasets.Dataset, training: bool) -> datasets.Dataset:
             prepare = (
-                data_lib.prepare_squad_train_features if training else data_lib.prepare_squad_eval_features
+                data_lib.prepare_squad_train_features
+                if training
+                else data_lib.prepare_squad_eval_features
             )
             return prepare(rows, tokenizer, max_length=max_length, doc_stride=doc_stride)
 
@@ -156,7 +158,9 @@ def evaluate_model(
 ) -> dict[str, float]:
     """The task metric on ``"dev"`` or ``"search"`` at a length configuration."""
     features, examples = task_data.split(split)
-    loader = data_lib.make_dataloader(features, task_data.tokenizer, batch_size, shuffle=False, seed=0)
+    loader = data_lib.make_dataloader(
+        features, task_data.tokenizer, batch_size, shuffle=False, seed=0
+    )
     if task_data.task.kind == "classification":
         return evaluate_classification(model, loader, features["labels"], length_config)
     return evaluate_squad(model, loader, examples, features, length_config)
@@ -257,7 +261,11 @@ def frontier_from_search(
                 length_config=lengths,
                 grid_config=tuple(point.config),
                 macs=point.cost,
-                paper_macs=float(paper_macs(model.hf_config, max_length, point.config, model.config.task_type).total),
+                paper_macs=float(
+                    paper_macs(
+                        model.hf_config, max_length, point.config, model.config.task_type
+                    ).total
+                ),
                 score=point.score,
                 dev_score=evaluate_model(model, task_data, "dev", lengths, batch_size)[metric],
             )
@@ -268,7 +276,9 @@ def frontier_from_search(
         length_mode=mode,
         max_length=max_length,
         full_macs=problem.cost(problem.upper),
-        full_paper_macs=float(paper_macs(model.hf_config, max_length, None, model.config.task_type).total),
+        full_paper_macs=float(
+            paper_macs(model.hf_config, max_length, None, model.config.task_type).total
+        ),
         full_score=problem.evaluate(problem.upper),
         full_dev_score=evaluate_model(model, task_data, "dev", None, batch_size)[metric],
         metadata={"search": problem.fingerprint},
@@ -295,8 +305,12 @@ def constant_rate_curve(
             {
                 "rate": rate,
                 "grid_config": grid,
-                "macs": example_macs(model.hf_config, real_lengths, lengths, mode, model.config.task_type),
-                "paper_macs": paper_macs(model.hf_config, max_length, grid, model.config.task_type).total,
+                "macs": example_macs(
+                    model.hf_config, real_lengths, lengths, mode, model.config.task_type
+                ),
+                "paper_macs": paper_macs(
+                    model.hf_config, max_length, grid, model.config.task_type
+                ).total,
                 metric: evaluate_model(model, task_data, split, lengths, batch_size)[metric],
             }
         )

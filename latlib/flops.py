@@ -84,7 +84,9 @@ def model_macs(
     """MACs of one unpadded example of ``input_length`` tokens at a length configuration."""
     counts = token_counts(input_length, length_config, mode, hf_config.num_hidden_layers)
     hidden, ffn = hf_config.hidden_size, hf_config.intermediate_size
-    layers = tuple(layer_macs(a, b, hidden, ffn) for a, b in zip(counts[:-1], counts[1:], strict=True))
+    layers = tuple(
+        layer_macs(a, b, hidden, ffn) for a, b in zip(counts[:-1], counts[1:], strict=True)
+    )
     return MacsBreakdown(layers, head_macs(hf_config, task_type, input_length), counts)
 
 

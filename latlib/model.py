@@ -203,7 +203,9 @@ class LengthAdaptiveModel(nn.Module):
         """Write the backbone as a plain transformers checkpoint plus our config."""
         save_directory = Path(save_directory)
         self.backbone.save_pretrained(save_directory, **hf_kwargs)
-        (save_directory / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        (save_directory / CONFIG_NAME).write_text(
+            json.dumps(self.config.to_dict(), indent=2) + "\n"
+        )
         frontier = getattr(self, "frontier", None)
         if frontier is not None:
             frontier.save(save_directory / FRONTIER_FILE)
@@ -285,8 +287,12 @@ class LengthAdaptiveModel(nn.Module):
                 # As transformers does: positions past the input are ignored, not an error.
                 ignored = start_logits.size(1)
                 loss = (
-                    F.cross_entropy(start_logits, start_positions.clamp(0, ignored), ignore_index=ignored)
-                    + F.cross_entropy(end_logits, end_positions.clamp(0, ignored), ignore_index=ignored)
+                    F.cross_entropy(
+                        start_logits, start_positions.clamp(0, ignored), ignore_index=ignored
+                    )
+                    + F.cross_entropy(
+                        end_logits, end_positions.clamp(0, ignored), ignore_index=ignored
+                    )
                 ) / 2
             return LengthAdaptiveSpanOutput(
                 loss=loss, start_logits=start_logits, end_logits=end_logits, **trace
@@ -346,7 +352,9 @@ class LengthAdaptiveModel(nn.Module):
             keep_counts = self._keep_counts(keep, mode, mask, real_lengths)
             if restore and keep_counts is not None:
                 restored.scatter_(1, self._restore_index(positions, mask, padding, hidden), hidden)
-            hidden, mask, positions = self._layer_forward(layer, hidden, mask, positions, keep_counts)
+            hidden, mask, positions = self._layer_forward(
+                layer, hidden, mask, positions, keep_counts
+            )
             token_positions.append(positions)
             token_masks.append(mask)
             if all_hidden is not None:
@@ -469,8 +477,6 @@ class LengthAdaptiveModel(nn.Module):
 def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """x [B, L, H], index [B, k] -> [B, k, H]."""
     return x.gather(1, index[..., None].expand(-1, -1, x.size(-1)))
-
-
 
 
 def _read_saved_config(name_or_path: str | Path) -> dict[str, Any]:

@@ -83,7 +83,9 @@ class LengthDropConfig:
         if not 0.0 <= self.layer_dropout_prob < 1.0:
             raise ValueError(f"layer_dropout_prob must be in [0, 1), got {self.layer_dropout_prob}")
         if self.kl_direction not in KL_DIRECTIONS:
-            raise ValueError(f"kl_direction must be one of {KL_DIRECTIONS}, got {self.kl_direction!r}")
+            raise ValueError(
+                f"kl_direction must be one of {KL_DIRECTIONS}, got {self.kl_direction!r}"
+            )
         if self.min_length < 1:
             raise ValueError(f"min_length must be >= 1, got {self.min_length}")
 
@@ -185,7 +187,9 @@ def _submodel_loss(output, teacher: tuple[torch.Tensor, ...], config: LengthDrop
         return output.loss
     students = _output_logits(output)
     # span extraction: the mean of the start and end distributions' KLs
-    losses = [distillation_loss(s, t, config.kl_direction) for s, t in zip(students, teacher, strict=True)]
+    losses = [
+        distillation_loss(s, t, config.kl_direction) for s, t in zip(students, teacher, strict=True)
+    ]
     return sum(losses) / len(losses)
 
 
@@ -222,18 +226,30 @@ def _loss_terms(
 
     plans = []
     if length_drop.use_smallest:
-        keep = sample_layer_keep(num_layers, length_drop.layer_dropout_prob, rng) if use_layer_drop else None
-        lengths = smallest_config(num_layers, grid, length_drop.length_drop_ratio_bound, length_drop.min_length)
+        keep = (
+            sample_layer_keep(num_layers, length_drop.layer_dropout_prob, rng)
+            if use_layer_drop
+            else None
+        )
+        lengths = smallest_config(
+            num_layers, grid, length_drop.length_drop_ratio_bound, length_drop.min_length
+        )
         plans.append(("loss_smallest", lengths, keep))
     for _ in range(length_drop.num_sandwich):
-        keep = sample_layer_keep(num_layers, length_drop.layer_dropout_prob, rng) if use_layer_drop else None
+        keep = (
+            sample_layer_keep(num_layers, length_drop.layer_dropout_prob, rng)
+            if use_layer_drop
+            else None
+        )
         lengths = sample_length_config(
             num_layers, grid, length_drop.length_drop_ratio_bound, rng, keep, length_drop.min_length
         )
         plans.append(("loss_random", lengths, keep))
     random_losses = []
     for name, lengths, keep in plans:
-        output = model(**batch, length_config=to_model_lengths(lengths, mode, grid), layer_keep=keep)
+        output = model(
+            **batch, length_config=to_model_lengths(lengths, mode, grid), layer_keep=keep
+        )
         loss = _submodel_loss(output, teacher, length_drop)
         accelerator.backward(loss / divisor)
         if name == "loss_random":
@@ -327,7 +343,11 @@ def train(
 
     model.train()
     progress = tqdm(
-        total=total_steps, initial=global_step, disable=not config.progress, desc="train", unit="step"
+        total=total_steps,
+        initial=global_step,
+        disable=not config.progress,
+        desc="train",
+        unit="step",
     )
     started, steps_this_run = time.perf_counter(), 0
     window: list[dict[str, float]] = []

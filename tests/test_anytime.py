@@ -17,8 +17,12 @@ from latlib.anytime import Frontier, FrontierPoint
 def make_frontier() -> Frontier:
     points = [
         FrontierPoint((0.5, 0.4), (8, 6), macs=40.0, paper_macs=400.0, score=80.0, dev_score=79.0),
-        FrontierPoint((0.8, 0.6), (13, 10), macs=60.0, paper_macs=600.0, score=85.0, dev_score=84.0),
-        FrontierPoint((0.9, 0.9), (15, 15), macs=90.0, paper_macs=900.0, score=88.0, dev_score=88.5),
+        FrontierPoint(
+            (0.8, 0.6), (13, 10), macs=60.0, paper_macs=600.0, score=85.0, dev_score=84.0
+        ),
+        FrontierPoint(
+            (0.9, 0.9), (15, 15), macs=90.0, paper_macs=900.0, score=88.0, dev_score=88.5
+        ),
     ]
     return Frontier(points[::-1], "accuracy", "ratio", 16, full_macs=100.0, full_paper_macs=1000.0)
 
@@ -40,7 +44,9 @@ def test_select_paper_style_budget():
 
 
 def test_budget_below_cheapest_names_the_cheapest():
-    with pytest.raises(ValueError, match=r"below the cheapest frontier point: \(0.5, 0.4\).*0.400 of the full"):
+    with pytest.raises(
+        ValueError, match=r"below the cheapest frontier point: \(0.5, 0.4\).*0.400 of the full"
+    ):
         make_frontier().select(0.3)
     with pytest.raises(ValueError, match="must be positive"):
         make_frontier().select(0)
@@ -91,7 +97,12 @@ def test_select_command_line(tmp_path):
 
 
 def test_tiny_search_on_real_sst2(tmp_path, data_dir, embedded_path):
-    from latlib.experiment import frontier_from_search, load_tokenizer, prepare_task_data, search_problem
+    from latlib.experiment import (
+        frontier_from_search,
+        load_tokenizer,
+        prepare_task_data,
+        search_problem,
+    )
     from latlib.search import SearchStore, evolutionary_search
 
     tokenizer = load_tokenizer(embedded_path)
@@ -106,8 +117,17 @@ def test_tiny_search_on_real_sst2(tmp_path, data_dir, embedded_path):
     problem = search_problem(model, data, tmp_path / "model", length_drop_ratio_bound=0.3)
     store = SearchStore(tmp_path / "store.jsonl", problem.fingerprint)
     result = evolutionary_search(
-        problem.evaluate, problem.cost, problem.lower, problem.upper, problem.max_length, store,
-        population_size=4, mutation_size=3, crossover_size=3, iterations=1, progress=False,
+        problem.evaluate,
+        problem.cost,
+        problem.lower,
+        problem.upper,
+        problem.max_length,
+        store,
+        population_size=4,
+        mutation_size=3,
+        crossover_size=3,
+        iterations=1,
+        progress=False,
     )
     assert result.new_evaluations == len(store) >= 4
     frontier = frontier_from_search(model, data, problem, result.frontier)

@@ -29,7 +29,9 @@ def test_layer_formula_and_breakdown():
     config = tiny_bert_config(3)
     breakdown = model_macs(config, 20, (15, 10, 10), mode="absolute")
     assert breakdown.token_counts == (20, 15, 10, 10)
-    assert breakdown.layers[0] == 3 * 20 * 32 * 32 + 2 * 20 * 20 * 32 + 15 * 32 * 32 + 2 * 15 * 32 * 64
+    assert (
+        breakdown.layers[0] == 3 * 20 * 32 * 32 + 2 * 20 * 20 * 32 + 15 * 32 * 32 + 2 * 15 * 32 * 64
+    )
     assert breakdown.layers[0] == layer_macs(20, 15, 32, 64)
     assert breakdown.total == sum(breakdown.layers) + breakdown.head
 
@@ -37,7 +39,10 @@ def test_layer_formula_and_breakdown():
 def test_example_macs_counts_real_tokens_only():
     config = tiny_bert_config(2)
     ratio = example_macs(config, [10, 20], (0.5, 0.5), mode="ratio")
-    expected = (model_macs(config, 10, (0.5, 0.5), "ratio").total + model_macs(config, 20, (0.5, 0.5), "ratio").total) / 2
+    expected = (
+        model_macs(config, 10, (0.5, 0.5), "ratio").total
+        + model_macs(config, 20, (0.5, 0.5), "ratio").total
+    ) / 2
     assert ratio == expected
     # absolute lengths longer than a short example keep all its real tokens
     assert model_macs(config, 6, (8, 4), "absolute").token_counts == (6, 6, 4)
@@ -64,7 +69,12 @@ def counted_macs(model, batch, **kwargs) -> float:
 )
 def test_agrees_with_torch_flop_counter_random(task_type, mode, config):
     model = LengthAdaptiveModel.from_config(
-        tiny_bert_config(4, num_labels=3 if task_type == "classification" else 2, hidden_size=64, intermediate_size=256),
+        tiny_bert_config(
+            4,
+            num_labels=3 if task_type == "classification" else 2,
+            hidden_size=64,
+            intermediate_size=256,
+        ),
         LengthAdaptiveConfig(task_type=task_type, length_mode=mode),
     ).eval()
     batch = random_batch(1, [30])
@@ -73,7 +83,9 @@ def test_agrees_with_torch_flop_counter_random(task_type, mode, config):
     assert abs(counted / analytic - 1) < 0.02, (counted, analytic)
 
 
-@pytest.mark.parametrize("config", [None, (0.9, 0.8, 0.7, 0.6, 0.5, 0.4), (0.8, 0.64, 0.52, 0.41, 0.33, 0.27)])
+@pytest.mark.parametrize(
+    "config", [None, (0.9, 0.8, 0.7, 0.6, 0.5, 0.4), (0.8, 0.64, 0.52, 0.41, 0.33, 0.27)]
+)
 def test_agrees_with_torch_flop_counter_embedded(embedded_path, config):
     model = LengthAdaptiveModel.from_pretrained(embedded_path, num_labels=2).eval()
     batch = random_batch(1, [64], vocab=30000)

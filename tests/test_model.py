@@ -77,7 +77,10 @@ def test_full_length_matches_library_classification_embedded(embedded_classifier
 
 def test_full_length_matches_library_span_embedded(embedded_span, tokenizer):
     batch = tokenizer(
-        ["who acted?", "what is thin?"], [SENTENCES[0], SENTENCES[2]], padding=True, return_tensors="pt"
+        ["who acted?", "what is thin?"],
+        [SENTENCES[0], SENTENCES[2]],
+        padding=True,
+        return_tensors="pt",
     )
     twin = plain_twin(embedded_span)
     with torch.no_grad():
@@ -190,7 +193,9 @@ def test_padding_independence_ratio_mode_embedded(embedded_classifier, tokenizer
     with torch.no_grad():
         together = embedded_classifier(**batch, length_config=config).logits
         for row, sentence in enumerate(SENTENCES):
-            alone = embedded_classifier(**tokenizer([sentence], return_tensors="pt"), length_config=config)
+            alone = embedded_classifier(
+                **tokenizer([sentence], return_tensors="pt"), length_config=config
+            )
             assert (alone.logits[0] - together[row]).abs().max() <= TOL
 
 
@@ -209,7 +214,9 @@ def test_padding_independence_ratio_mode_span():
 # ---------------------------------------------------------------- drop-and-restore
 
 
-@pytest.mark.parametrize("mode,config", [("absolute", (9, 7, 7, 3)), ("ratio", (0.7, 0.5, 0.5, 0.2))])
+@pytest.mark.parametrize(
+    "mode,config", [("absolute", (9, 7, 7, 3)), ("ratio", (0.7, 0.5, 0.5, 0.2))]
+)
 def test_drop_and_restore_puts_last_vectors_back(mode, config):
     model = tiny_model("span", length_mode=mode)
     lengths = [12, 12, 7]

@@ -77,7 +77,9 @@ def test_one_lengthdrop_step_updates_weights_with_the_right_terms(tmp_path, toke
     model = toy_model(mode)
     before = flat(model)
     calls = []
-    model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs), with_kwargs=True)
+    model.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(kwargs), with_kwargs=True
+    )
     config = TrainConfig(
         output_dir=tmp_path,
         learning_rate=1e-3,
@@ -103,7 +105,9 @@ def test_one_lengthdrop_step_updates_weights_with_the_right_terms(tmp_path, toke
 def test_lengthdrop_parts_switch_off(tmp_path, tokenizer):
     model = toy_model()
     calls = []
-    model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs), with_kwargs=True)
+    model.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(kwargs), with_kwargs=True
+    )
     config = TrainConfig(
         output_dir=tmp_path,
         max_steps=1,
@@ -123,7 +127,9 @@ def test_lengthdrop_parts_switch_off(tmp_path, tokenizer):
 def test_layer_drop_masks_are_sampled(tmp_path, tokenizer):
     model = toy_model()
     calls = []
-    model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs), with_kwargs=True)
+    model.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(kwargs), with_kwargs=True
+    )
     config = TrainConfig(
         output_dir=tmp_path,
         max_steps=3,
@@ -195,7 +201,10 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, tokenizer, lengt
     assert result.resumed_from.name == "checkpoint-8"
     assert result.global_step == 12
     assert torch.allclose(flat(straight), flat(second), atol=1e-6, rtol=0)
-    logged = [json.loads(x)["step"] for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    logged = [
+        json.loads(x)["step"]
+        for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert logged == sorted(set(logged))
 
 
@@ -234,7 +243,11 @@ def test_bad_hyperparameters_raise_before_training(tmp_path, tokenizer, kwargs, 
     model = toy_model()
     before = flat(model)
     with pytest.raises(ValueError, match=message):
-        train(model, loader(tokenizer), TrainConfig(output_dir=tmp_path / "run", progress=False, **kwargs))
+        train(
+            model,
+            loader(tokenizer),
+            TrainConfig(output_dir=tmp_path / "run", progress=False, **kwargs),
+        )
     assert torch.equal(before, flat(model))
     assert not (tmp_path / "run").exists()
 
