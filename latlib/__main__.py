@@ -90,6 +90,64 @@ def _select(args: argparse.Namespace) -> None:
     print(json.dumps(frontier.describe(point), indent=2))
 
 
+def _demo(args: argparse.Namespace) -> None:
+    """A short end-to-end run: fine-tune briefly, then the same model at several lengths."""
+    from .experiment import (
+        build_model,
+        evaluate_model,
+        load_tokenizer,
+        prepare_task_data,
+        train_model,
+    )
+    from .flops import example_macs
+    from .lengths import constant_rate_config, to_model_lengths
+
+    tokenizer = load_tokenizer(args.backbone)
+    data = prepare_task_data(
+        "sst2",
+        tokenizer,
+        args.data_dir,
+        max_length=64,
+        train_size=args.train_size,
+        search_size=64,
+        dev_size=args.dev_size,
+        seed=0,
+    )
+    model = build_model(args.backbone, data, length_mode="ratio")
+    config = TrainConfig(
+        output_dir=args.work_dir,
+        learning_rate=1e-4,
+        max_steps=args.steps,
+        seed=0,
+        checkpoint_every=args.steps,
+        length_drop=LengthDropConfig(),
+    )
+    train_model(model, data, config, batch_size=16, resume_from=None)
+    lengths = data.dev["input_ids"]
+    real = [len(x) for x in lengths]
+    rows = []
+    for rate in (1.0, 0.95, 0.9, 0.85, 0.8):
+        grid = constant_rate_config(model.num_layers, 64, rate)
+        config_ = to_model_lengths(grid, "ratio", 64)
+        macs = example_macs(model.hf_config, real, config_, "ratio")
+        rows.append(
+            {
+                "rate": rate,
+                "length_config": [round(x, 4) for x in config_],
+                "mean_macs": macs,
+                **evaluate_model(model, data, "dev", config_),
+            }
+        )
+    full = rows[0]["mean_macs"]
+    for row in rows:
+        row["flops_reduction"] = full / row["mean_macs"]
+        print(
+            f"rate {row['rate']:.2f}  accuracy {row['accuracy']:5.1f}  FLOPs reduction {row['flops_reduction']:.2f}x"
+        )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"steps": args.steps, "rows": rows}, indent=2) + "\n")
+
+
 def _count_or_fraction(text: str) -> int | float:
     value = float(text)
     return int(value) if value >= 1 and value.is_integer() else value
@@ -137,6 +195,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--kl-direction", choices=["student_teacher", "teacher_student"], default="student_teacher"
     )
     train.set_defaults(func=_train)
+
+    demo = commands.add_parser(
+        "demo", help="a short end-to-end run on SST-2 (a minute or two on a CPU)"
+    )
+    demo.add_argument("--backbone", default="embedded:all-minilm-l6-v2")
+    demo.add_argument("--data-dir", default=None)
+    demo.add_argument("--steps", type=int, default=60)
+    demo.add_argument("--train-size", type=int, default=2000)
+    demo.add_argument("--dev-size", type=int, default=300)
+    demo.add_argument("--work-dir", default="runs/demo")
+    demo.add_argument("--out", default="results/demo.json")
+    demo.set_defaults(func=_demo)
 
     select = commands.add_parser("select", help="the best searched configuration within a budget")
     select.add_argument("--model", required=True, help="a model folder with frontier.json")

@@ -18,11 +18,12 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from . import data as data_lib
 from .anytime import Frontier, FrontierPoint
 from .backbones import resolve_backbone
+from .compare import CurvePoint
 from .evaluation import evaluate_classification, evaluate_squad
 from .flops import example_macs, paper_macs
 from .lengths import constant_rate_config, full_config, smallest_config, to_model_lengths
 from .model import LengthAdaptiveModel
-from .search import EvaluatedConfig
+from .search import EvaluatedConfig, SearchResult, SearchStore, evolutionary_search, random_search
 from .train import TrainConfig, TrainResult, train
 
 SearchOn = Literal["held_out", "dev"]
@@ -315,3 +316,145 @@ def constant_rate_curve(
             }
         )
     return rows
+
+
+def split_macs(
+    model: LengthAdaptiveModel, task_data: TaskData, grid: Sequence[int], split: str = "dev"
+) -> float:
+    """Mean real-token MACs per example of ``split`` at a grid configuration."""
+    features, _ = task_data.split(split)
+    mode, max_length = model.config.length_mode, task_data.max_length
+    lengths = to_model_lengths(grid, mode, max_length)
+    return example_macs(
+        model.hf_config,
+        data_lib.sequence_lengths(features).tolist(),
+        lengths,
+        mode,
+        model.config.task_type,
+    )
+
+
+def curve_point(
+    name: str,
+    model: LengthAdaptiveModel,
+    task_data: TaskData,
+    grid: Sequence[int],
+    score: float | None = None,
+    split: str = "dev",
+    batch_size: int = 64,
+) -> CurvePoint:
+    """One model at one grid configuration, scored on ``split`` (unless ``score`` is given)."""
+    if score is None:
+        lengths = to_model_lengths(grid, model.config.length_mode, task_data.max_length)
+        score = evaluate_model(model, task_data, split, lengths, batch_size)[
+            primary_metric(task_data)
+        ]
+    return CurvePoint(
+        curve=name,
+        config=tuple(grid),
+        macs=split_macs(model, task_data, grid, split),
+        paper_macs=float(
+            paper_macs(model.hf_config, task_data.max_length, grid, model.config.task_type).total
+        ),
+        score=score,
+    )
+
+
+@dataclass
+class SearchStageResult:
+    frontier: Frontier
+    curves: dict[str, list[CurvePoint]]
+    evolutionary: SearchResult
+    random: SearchResult
+
+
+def search_stage(
+    lat_model: LengthAdaptiveModel,
+    lat_dir: str | Path,
+    standard_model: LengthAdaptiveModel,
+    task_data: TaskData,
+    store_dir: str | Path,
+    *,
+    length_drop_ratio_bound: float = 0.2,
+    population_size: int = 20,
+    mutation_size: int = 30,
+    crossover_size: int = 30,
+    mutation_prob: float = 0.5,
+    iterations: int = 30,
+    constant_rates: Sequence[float] = (1.0, 0.975, 0.95, 0.925, 0.9, 0.875, 0.85, 0.825, 0.8),
+    split: str = "search",
+    seed: int = 0,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> SearchStageResult:
+    """Evolutionary search on ``split``, random search with as many evaluations, and the
+    paper's constant-rate baselines; every curve re-scored on the dev set.
+
+    Both stores live in ``store_dir`` and are resumed when the search is run again.
+    """
+    store_dir = Path(store_dir)
+    store_dir.mkdir(parents=True, exist_ok=True)
+    problem = search_problem(
+        lat_model, task_data, lat_dir, length_drop_ratio_bound, split, batch_size
+    )
+    evolutionary = evolutionary_search(
+        problem.evaluate,
+        problem.cost,
+        problem.lower,
+        problem.upper,
+        problem.max_length,
+        SearchStore(store_dir / "evolutionary.jsonl", problem.fingerprint),
+        population_size=population_size,
+        mutation_size=mutation_size,
+        mutation_prob=mutation_prob,
+        crossover_size=crossover_size,
+        iterations=iterations,
+        seed=seed,
+        progress=progress,
+    )
+    random_result = random_search(
+        problem.evaluate,
+        problem.cost,
+        problem.lower,
+        problem.upper,
+        problem.max_length,
+        SearchStore(store_dir / "random.jsonl", problem.fingerprint),
+        num_evaluations=len(evolutionary.evaluated),
+        seed=seed,
+        progress=progress,
+    )
+    frontier = frontier_from_search(
+        lat_model, task_data, problem, evolutionary.frontier, batch_size
+    )
+    frontier.metadata["evaluations"] = len(evolutionary.evaluated)
+    frontier.metadata["search_seconds"] = evolutionary.seconds
+    curves = {
+        "LAT + evolutionary search": [
+            curve_point(
+                "LAT + evolutionary search", lat_model, task_data, p.grid_config, p.dev_score
+            )
+            for p in frontier.points
+        ],
+        "LAT + random search": [
+            curve_point(
+                "LAT + random search", lat_model, task_data, p.config, batch_size=batch_size
+            )
+            for p in random_result.frontier
+        ],
+    }
+    num_layers, max_length = lat_model.num_layers, task_data.max_length
+    for name, model in (
+        ("standard + constant rate", standard_model),
+        ("LAT + constant rate", lat_model),
+    ):
+        curves[name] = [
+            curve_point(
+                name,
+                model,
+                task_data,
+                constant_rate_config(num_layers, max_length, rate),
+                batch_size=batch_size,
+            )
+            for rate in constant_rates
+        ]
+    return SearchStageResult(frontier, curves, evolutionary, random_result)
