@@ -158,15 +158,30 @@ def _search(args: argparse.Namespace) -> None:
     from .model import LengthAdaptiveModel
 
     lat = LengthAdaptiveModel.from_pretrained(args.model).eval()
-    standard = LengthAdaptiveModel.from_pretrained(args.standard_model, length_mode=lat.config.length_mode).eval()
+    standard = LengthAdaptiveModel.from_pretrained(
+        args.standard_model, length_mode=lat.config.length_mode
+    ).eval()
     data = prepare_task_data(
-        args.task, load_tokenizer(args.model), args.data_dir, max_length=lat.config.max_length,
-        search_size=args.search_size, dev_size=args.dev_size, train_size=1, seed=args.data_seed,
+        args.task,
+        load_tokenizer(args.model),
+        args.data_dir,
+        max_length=lat.config.max_length,
+        search_size=args.search_size,
+        dev_size=args.dev_size,
+        train_size=1,
+        seed=args.data_seed,
     )
     result = search_stage(
-        lat, args.model, standard, data, args.store_dir,
-        population_size=args.population_size, mutation_size=args.mutation_size,
-        crossover_size=args.crossover_size, iterations=args.iterations, seed=args.seed,
+        lat,
+        args.model,
+        standard,
+        data,
+        args.store_dir,
+        population_size=args.population_size,
+        mutation_size=args.mutation_size,
+        crossover_size=args.crossover_size,
+        iterations=args.iterations,
+        seed=args.seed,
     )
     lat.frontier = result.frontier
     result.frontier.save(Path(args.model) / FRONTIER_FILE)
@@ -181,7 +196,9 @@ def _search(args: argparse.Namespace) -> None:
         "random_seconds": result.random.seconds,
         "frontier_size": len(result.frontier.points),
         "hypervolume_ref": [ref_cost, ref_score],
-        "hypervolume": {n: curve_hypervolume(c, ref_cost * 1.0001, ref_score) for n, c in result.curves.items()},
+        "hypervolume": {
+            n: curve_hypervolume(c, ref_cost * 1.0001, ref_score) for n, c in result.curves.items()
+        },
         "table": summary_rows(standard_full, lat_full, result.curves["LAT + evolutionary search"]),
         "curves": {n: [asdict(p) for p in c] for n, c in result.curves.items()},
     }
@@ -254,11 +271,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     search = commands.add_parser("search", help="evolutionary search + baselines for a LAT model")
     search.add_argument("--task", required=True, choices=["sst2", "mnli", "squad"])
     search.add_argument("--model", required=True, help="the LengthDrop-trained model folder")
-    search.add_argument("--standard-model", required=True, help="the standard fine-tuned model folder")
+    search.add_argument(
+        "--standard-model", required=True, help="the standard fine-tuned model folder"
+    )
     search.add_argument("--data-dir", default=None)
     search.add_argument("--store-dir", required=True)
     search.add_argument("--search-size", type=_count_or_fraction, default=0.05)
     search.add_argument("--dev-size", type=int, default=None)
+    search.add_argument("--search-on", choices=["held_out", "dev"], default="held_out",
+                        help="fitness data: rows held out of train (default) or the dev set (the paper)")
     search.add_argument("--data-seed", type=int, default=42)
     search.add_argument("--population-size", type=int, default=20)
     search.add_argument("--mutation-size", type=int, default=30)

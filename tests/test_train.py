@@ -55,6 +55,15 @@ def flat(model) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
+def record_forward_calls(model) -> list[dict]:
+    """The keyword arguments of every forward call of ``model``, in order."""
+    calls: list[dict] = []
+    model.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(kwargs), with_kwargs=True
+    )
+    return calls
+
+
 # ---------------------------------------------------------------- LengthDrop
 
 
@@ -76,10 +85,7 @@ def test_distillation_directions():
 def test_one_lengthdrop_step_updates_weights_with_the_right_terms(tmp_path, tokenizer, mode):
     model = toy_model(mode)
     before = flat(model)
-    calls = []
-    model.register_forward_pre_hook(
-        lambda module, args, kwargs: calls.append(kwargs), with_kwargs=True
-    )
+    calls = record_forward_calls(model)
     config = TrainConfig(
         output_dir=tmp_path,
         learning_rate=1e-3,
@@ -104,10 +110,7 @@ def test_one_lengthdrop_step_updates_weights_with_the_right_terms(tmp_path, toke
 
 def test_lengthdrop_parts_switch_off(tmp_path, tokenizer):
     model = toy_model()
-    calls = []
-    model.register_forward_pre_hook(
-        lambda module, args, kwargs: calls.append(kwargs), with_kwargs=True
-    )
+    calls = record_forward_calls(model)
     config = TrainConfig(
         output_dir=tmp_path,
         max_steps=1,
@@ -126,10 +129,7 @@ def test_lengthdrop_parts_switch_off(tmp_path, tokenizer):
 
 def test_layer_drop_masks_are_sampled(tmp_path, tokenizer):
     model = toy_model()
-    calls = []
-    model.register_forward_pre_hook(
-        lambda module, args, kwargs: calls.append(kwargs), with_kwargs=True
-    )
+    calls = record_forward_calls(model)
     config = TrainConfig(
         output_dir=tmp_path,
         max_steps=3,
