@@ -92,12 +92,7 @@ def smallest_config(
 ) -> tuple[int, ...]:
     """The paper's smallest sub-model: each layer keeps ``1 - p`` of the previous length."""
     _check_bound(length_drop_ratio_bound)
-    lengths, length = [], max_length
-    for _ in range(num_layers):
-        length = max(min_length, math.ceil((1 - length_drop_ratio_bound) * length - _CEIL_EPS))
-        length = min(length, lengths[-1] if lengths else max_length)
-        lengths.append(length)
-    return tuple(lengths)
+    return constant_rate_config(num_layers, max_length, 1 - length_drop_ratio_bound, min_length)
 
 
 def sample_length_config(
@@ -127,14 +122,20 @@ def sample_layer_keep(num_layers: int, layer_dropout_prob: float, rng: random.Ra
     return [rng.random() >= layer_dropout_prob for _ in range(num_layers)]
 
 
-def constant_rate_config(num_layers: int, max_length: int, rate: float) -> tuple[int, ...]:
-    """Every layer keeps ``rate`` of the previous layer's tokens (the paper's baseline)."""
+def constant_rate_config(
+    num_layers: int, max_length: int, rate: float, min_length: int = 1
+) -> tuple[int, ...]:
+    """Every layer keeps ``ceil(rate * previous length)`` tokens (the paper's baseline).
+
+    Rounded layer by layer, like LengthDrop's sampler, so ``rate = 1 - p`` gives exactly
+    the smallest configuration LengthDrop trained (the search's lower bound).
+    """
     if not 0.0 < rate <= 1.0:
         raise ValueError(f"rate must be in (0, 1], got {rate}")
-    lengths, length = [], float(max_length)
+    lengths, length = [], max_length
     for _ in range(num_layers):
-        length *= rate
-        lengths.append(max(1, math.ceil(length - _CEIL_EPS)))
+        length = min(length, max(min_length, math.ceil(rate * length - _CEIL_EPS)))
+        lengths.append(length)
     return tuple(lengths)
 
 
