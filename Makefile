@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 export DVC_NO_ANALYTICS := 1
 export TOKENIZERS_PARALLELISM := false
+# dvc stages call `python`: make it the venv's
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: venv test repro lint lock clean-venv
 
