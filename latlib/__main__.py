@@ -278,8 +278,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     search.add_argument("--store-dir", required=True)
     search.add_argument("--search-size", type=_count_or_fraction, default=0.05)
     search.add_argument("--dev-size", type=int, default=None)
-    search.add_argument("--search-on", choices=["held_out", "dev"], default="held_out",
-                        help="fitness data: rows held out of train (default) or the dev set (the paper)")
+    search.add_argument(
+        "--search-on",
+        choices=["held_out", "dev"],
+        default="held_out",
+        help="fitness data: rows held out of train (default) or the dev set (the paper)",
+    )
     search.add_argument("--data-seed", type=int, default=42)
     search.add_argument("--population-size", type=int, default=20)
     search.add_argument("--mutation-size", type=int, default=30)
