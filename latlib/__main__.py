@@ -155,6 +155,7 @@ def _search(args: argparse.Namespace) -> None:
     from .anytime import FRONTIER_FILE
     from .compare import curve_hypervolume, summary_rows
     from .experiment import curve_point, load_tokenizer, prepare_task_data, search_stage
+    from .lengths import full_config
     from .model import LengthAdaptiveModel
 
     lat = LengthAdaptiveModel.from_pretrained(args.model).eval()
@@ -185,7 +186,7 @@ def _search(args: argparse.Namespace) -> None:
     )
     lat.frontier = result.frontier
     result.frontier.save(Path(args.model) / FRONTIER_FILE)
-    full = (lat.config.max_length,) * lat.num_layers
+    full = full_config(lat.num_layers, lat.config.max_length)
     standard_full = result.curves["standard + constant rate"][0]
     lat_full = curve_point("LAT", lat, data, full, result.frontier.full_dev_score)
     all_points = [p for c in result.curves.values() for p in c]

@@ -286,38 +286,6 @@ def frontier_from_search(
     )
 
 
-def constant_rate_curve(
-    model: LengthAdaptiveModel,
-    task_data: TaskData,
-    rates: Sequence[float],
-    split: str = "dev",
-    batch_size: int = 64,
-) -> list[dict[str, Any]]:
-    """The paper's baseline: every layer keeps ``rate`` of the previous layer's tokens."""
-    metric = primary_metric(task_data)
-    mode, max_length = model.config.length_mode, task_data.max_length
-    features, _ = task_data.split(split)
-    real_lengths = data_lib.sequence_lengths(features).tolist()
-    rows = []
-    for rate in rates:
-        grid = constant_rate_config(model.num_layers, max_length, rate)
-        lengths = to_model_lengths(grid, mode, max_length)
-        rows.append(
-            {
-                "rate": rate,
-                "grid_config": grid,
-                "macs": example_macs(
-                    model.hf_config, real_lengths, lengths, mode, model.config.task_type
-                ),
-                "paper_macs": paper_macs(
-                    model.hf_config, max_length, grid, model.config.task_type
-                ).total,
-                metric: evaluate_model(model, task_data, split, lengths, batch_size)[metric],
-            }
-        )
-    return rows
-
-
 def split_macs(
     model: LengthAdaptiveModel, task_data: TaskData, grid: Sequence[int], split: str = "dev"
 ) -> float:

@@ -266,12 +266,16 @@ def _loss_terms(
 
 def find_checkpoint(output_dir: str | Path) -> Path | None:
     """The newest complete checkpoint in ``output_dir`` (None if there is none)."""
-    output_dir = Path(output_dir)
-    candidates = sorted(
+    candidates = _checkpoints(Path(output_dir))
+    return candidates[-1] if candidates else None
+
+
+def _checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoint folders, oldest first (staging folders start with a dot)."""
+    return sorted(
         (p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.name.split("-")[-1].isdigit()),
         key=lambda p: int(p.name.split("-")[-1]),
     )
-    return candidates[-1] if candidates else None
 
 
 def read_checkpoint_state(checkpoint: str | Path) -> dict[str, Any]:
@@ -457,11 +461,7 @@ def _save_checkpoint(
     if final.exists():
         shutil.rmtree(final)
     staging.rename(final)
-    checkpoints = sorted(
-        (p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.name.split("-")[-1].isdigit()),
-        key=lambda p: int(p.name.split("-")[-1]),
-    )
-    for old in checkpoints[: -config.keep_checkpoints]:
+    for old in _checkpoints(output_dir)[: -config.keep_checkpoints]:
         shutil.rmtree(old)
     return final
 
