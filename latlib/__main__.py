@@ -1,4 +1,4 @@
-"""Command line: ``python -m latlib {train,evaluate,select,bench} ...`` (``--help`` on each)."""
+"""Command line: ``python -m latlib {train,demo,stage,select} ...`` (``--help`` on each)."""
 
 from __future__ import annotations
 
@@ -148,65 +148,26 @@ def _demo(args: argparse.Namespace) -> None:
     Path(args.out).write_text(json.dumps({"steps": args.steps, "rows": rows}, indent=2) + "\n")
 
 
-def _search(args: argparse.Namespace) -> None:
-    """Search a LengthDrop-trained model, compare with the baselines, save frontier.json."""
-    from dataclasses import asdict
+def _stage(args: argparse.Namespace) -> None:
+    """One pipeline stage without its notebook (what the notebook calls, printed as JSON)."""
+    from . import stages
+    from .params import load_params, task_params
 
-    from .anytime import FRONTIER_FILE
-    from .compare import curve_hypervolume, summary_rows
-    from .experiment import curve_point, load_tokenizer, prepare_task_data, search_stage
-    from .lengths import full_config
-    from .model import LengthAdaptiveModel
-
-    lat = LengthAdaptiveModel.from_pretrained(args.model).eval()
-    standard = LengthAdaptiveModel.from_pretrained(
-        args.standard_model, length_mode=lat.config.length_mode
-    ).eval()
-    data = prepare_task_data(
-        args.task,
-        load_tokenizer(args.model),
-        args.data_dir,
-        max_length=lat.config.max_length,
-        search_size=args.search_size,
-        dev_size=args.dev_size,
-        train_size=1,
-        seed=args.data_seed,
-    )
-    result = search_stage(
-        lat,
-        args.model,
-        standard,
-        data,
-        args.store_dir,
-        population_size=args.population_size,
-        mutation_size=args.mutation_size,
-        crossover_size=args.crossover_size,
-        iterations=args.iterations,
-        seed=args.seed,
-    )
-    lat.frontier = result.frontier
-    result.frontier.save(Path(args.model) / FRONTIER_FILE)
-    full = full_config(lat.num_layers, lat.config.max_length)
-    standard_full = result.curves["standard + constant rate"][0]
-    lat_full = curve_point("LAT", lat, data, full, result.frontier.full_dev_score)
-    all_points = [p for c in result.curves.values() for p in c]
-    ref_cost, ref_score = standard_full.macs, min(p.score for p in all_points)
-    report = {
-        "evaluations": len(result.evolutionary.evaluated),
-        "search_seconds": result.evolutionary.seconds,
-        "random_seconds": result.random.seconds,
-        "frontier_size": len(result.frontier.points),
-        "hypervolume_ref": [ref_cost, ref_score],
-        "hypervolume": {
-            n: curve_hypervolume(c, ref_cost * 1.0001, ref_score) for n, c in result.curves.items()
-        },
-        "table": summary_rows(standard_full, lat_full, result.curves["LAT + evolutionary search"]),
-        "curves": {n: [asdict(p) for p in c] for n, c in result.curves.items()},
-    }
-    text = json.dumps(report, indent=2, default=list)
-    print(text)
-    if args.report:
-        Path(args.report).write_text(text + "\n")
+    params = load_params(args.params)
+    if args.name == "report":
+        result = stages.report(params["tasks"])
+        print(json.dumps(result["metrics"], indent=2))
+        return
+    if args.task is None:
+        raise ValueError(f"the {args.name} stage needs --task (one of {params['tasks']})")
+    run = {
+        "finetune": stages.finetune,
+        "lengthdrop": stages.lengthdrop,
+        "search": stages.search,
+        "evaluate": stages.evaluate,
+    }[args.name]
+    result = run(task_params(params, args.task), stages.TaskPaths(args.task))
+    print(json.dumps(result.get("metrics", result), indent=2, default=str))
 
 
 def _count_or_fraction(text: str) -> int | float:
@@ -269,30 +230,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     demo.add_argument("--out", default="results/demo.json")
     demo.set_defaults(func=_demo)
 
-    search = commands.add_parser("search", help="evolutionary search + baselines for a LAT model")
-    search.add_argument("--task", required=True, choices=["sst2", "mnli", "squad"])
-    search.add_argument("--model", required=True, help="the LengthDrop-trained model folder")
-    search.add_argument(
-        "--standard-model", required=True, help="the standard fine-tuned model folder"
+    stage = commands.add_parser(
+        "stage", help="run one pipeline stage without its notebook (as dvc.yaml's notebooks do)"
     )
-    search.add_argument("--data-dir", default=None)
-    search.add_argument("--store-dir", required=True)
-    search.add_argument("--search-size", type=_count_or_fraction, default=0.05)
-    search.add_argument("--dev-size", type=int, default=None)
-    search.add_argument(
-        "--search-on",
-        choices=["held_out", "dev"],
-        default="held_out",
-        help="fitness data: rows held out of train (default) or the dev set (the paper)",
-    )
-    search.add_argument("--data-seed", type=int, default=42)
-    search.add_argument("--population-size", type=int, default=20)
-    search.add_argument("--mutation-size", type=int, default=30)
-    search.add_argument("--crossover-size", type=int, default=30)
-    search.add_argument("--iterations", type=int, default=30)
-    search.add_argument("--seed", type=int, default=0)
-    search.add_argument("--report", default=None, help="write the report JSON here")
-    search.set_defaults(func=_search)
+    stage.add_argument("name", choices=["finetune", "lengthdrop", "search", "evaluate", "report"])
+    stage.add_argument("--task", default=None, choices=["sst2", "mnli", "squad"])
+    stage.add_argument("--params", default="params.yaml")
+    stage.set_defaults(func=_stage)
 
     select = commands.add_parser("select", help="the best searched configuration within a budget")
     select.add_argument("--model", required=True, help="a model folder with frontier.json")

@@ -118,3 +118,23 @@ class Frontier:
             f"search_{self.metric}": point.score,
             f"dev_{self.metric}": point.dev_score,
         }
+
+
+def surviving_tokens(
+    model: Any, tokenizer: Any, text: str, text_pair: str | None = None
+) -> tuple[list[str], list[list[int]]]:
+    """The tokens of one input and, per layer, the positions that leave it, at the
+    model's current length configuration (``set_budget`` sets it)."""
+    import torch
+
+    inputs = tokenizer(
+        text, text_pair, truncation=True, max_length=model.config.max_length, return_tensors="pt"
+    )
+    with torch.no_grad():
+        encoded = model.encode(**inputs)
+    tokens = tokenizer.convert_ids_to_tokens(inputs["input_ids"][0].tolist())
+    kept = [
+        positions[0][mask[0]].tolist()
+        for positions, mask in zip(encoded.token_positions, encoded.token_masks, strict=True)
+    ]
+    return tokens, kept

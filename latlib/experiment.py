@@ -13,17 +13,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import datasets
+import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from . import data as data_lib
 from .anytime import Frontier, FrontierPoint
-from .backbones import resolve_backbone
+from .backbones import is_random_backbone, random_backbone_config, tokenizer_source
 from .compare import CurvePoint
 from .evaluation import evaluate_classification, evaluate_squad
 from .flops import example_macs, paper_macs
-from .lengths import constant_rate_config, full_config, smallest_config, to_model_lengths
-from .model import LengthAdaptiveModel
-from .search import EvaluatedConfig, SearchResult, SearchStore, evolutionary_search, random_search
+from .lengths import full_config, smallest_config, to_model_lengths
+from .model import LengthAdaptiveConfig, LengthAdaptiveModel
+from .search import EvaluatedConfig
 from .train import TrainConfig, TrainResult, train
 
 SearchOn = Literal["held_out", "dev"]
@@ -53,7 +54,7 @@ class TaskData:
 
 
 def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(resolve_backbone(name_or_path))
+    return AutoTokenizer.from_pretrained(tokenizer_source(name_or_path))
 
 
 def prepare_task_data(
@@ -116,11 +117,25 @@ def build_model(
     init_from: str | Path,
     task_data: TaskData,
     length_mode: str = "ratio",
+    seed: int = 0,
     **hf_kwargs: Any,
 ) -> LengthAdaptiveModel:
-    """A length-adaptive model for the task, from a backbone or a fine-tuned folder."""
+    """A length-adaptive model for the task, from a backbone or a fine-tuned folder.
+
+    ``init_from="random:tiny-bert"`` builds a small randomly initialised BERT (seeded by
+    ``seed``) for smoke runs.
+    """
     task_type = "classification" if task_data.task.kind == "classification" else "span"
     extra = {"num_labels": task_data.task.num_labels} if task_type == "classification" else {}
+    if is_random_backbone(init_from):
+        hf_config = random_backbone_config(
+            str(init_from), len(task_data.tokenizer), **extra, **hf_kwargs
+        )
+        torch.manual_seed(seed)
+        config = LengthAdaptiveConfig(
+            task_type=task_type, length_mode=length_mode, max_length=task_data.max_length
+        )
+        return LengthAdaptiveModel.from_config(hf_config, config)
     return LengthAdaptiveModel.from_pretrained(
         init_from,
         task_type=task_type,
@@ -146,8 +161,19 @@ def train_model(
     result = train(model, loader, config, resume_from=resume_from)
     final = Path(config.output_dir) / "model"
     model.save_pretrained(final)
-    task_data.tokenizer.save_pretrained(final)
+    save_tokenizer(task_data.tokenizer, final)
     return result
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: str | Path) -> None:
+    """Save without the truncation/padding state of the last call: a fast tokenizer
+    writes that state into tokenizer.json, and it differs when tokenised data came from
+    the ``datasets`` cache, which would make two identical runs save different files."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_truncation()
+        backend.no_padding()
+    tokenizer.save_pretrained(directory)
 
 
 def evaluate_model(
@@ -326,103 +352,3 @@ def curve_point(
         ),
         score=score,
     )
-
-
-@dataclass
-class SearchStageResult:
-    frontier: Frontier
-    curves: dict[str, list[CurvePoint]]
-    evolutionary: SearchResult
-    random: SearchResult
-
-
-def search_stage(
-    lat_model: LengthAdaptiveModel,
-    lat_dir: str | Path,
-    standard_model: LengthAdaptiveModel,
-    task_data: TaskData,
-    store_dir: str | Path,
-    *,
-    length_drop_ratio_bound: float = 0.2,
-    population_size: int = 20,
-    mutation_size: int = 30,
-    crossover_size: int = 30,
-    mutation_prob: float = 0.5,
-    iterations: int = 30,
-    constant_rates: Sequence[float] = (1.0, 0.975, 0.95, 0.925, 0.9, 0.875, 0.85, 0.825, 0.8),
-    split: str = "search",
-    seed: int = 0,
-    batch_size: int = 64,
-    progress: bool = True,
-) -> SearchStageResult:
-    """Evolutionary search on ``split``, random search with as many evaluations, and the
-    paper's constant-rate baselines; every curve re-scored on the dev set.
-
-    Both stores live in ``store_dir`` and are resumed when the search is run again.
-    """
-    store_dir = Path(store_dir)
-    store_dir.mkdir(parents=True, exist_ok=True)
-    problem = search_problem(
-        lat_model, task_data, lat_dir, length_drop_ratio_bound, split, batch_size
-    )
-    evolutionary = evolutionary_search(
-        problem.evaluate,
-        problem.cost,
-        problem.lower,
-        problem.upper,
-        problem.max_length,
-        SearchStore(store_dir / "evolutionary.jsonl", problem.fingerprint),
-        population_size=population_size,
-        mutation_size=mutation_size,
-        mutation_prob=mutation_prob,
-        crossover_size=crossover_size,
-        iterations=iterations,
-        seed=seed,
-        progress=progress,
-    )
-    random_result = random_search(
-        problem.evaluate,
-        problem.cost,
-        problem.lower,
-        problem.upper,
-        problem.max_length,
-        SearchStore(store_dir / "random.jsonl", problem.fingerprint),
-        num_evaluations=len(evolutionary.evaluated),
-        seed=seed,
-        progress=progress,
-    )
-    frontier = frontier_from_search(
-        lat_model, task_data, problem, evolutionary.frontier, batch_size
-    )
-    frontier.metadata["evaluations"] = len(evolutionary.evaluated)
-    frontier.metadata["search_seconds"] = evolutionary.seconds
-    curves = {
-        "LAT + evolutionary search": [
-            curve_point(
-                "LAT + evolutionary search", lat_model, task_data, p.grid_config, p.dev_score
-            )
-            for p in frontier.points
-        ],
-        "LAT + random search": [
-            curve_point(
-                "LAT + random search", lat_model, task_data, p.config, batch_size=batch_size
-            )
-            for p in random_result.frontier
-        ],
-    }
-    num_layers, max_length = lat_model.num_layers, task_data.max_length
-    for name, model in (
-        ("standard + constant rate", standard_model),
-        ("LAT + constant rate", lat_model),
-    ):
-        curves[name] = [
-            curve_point(
-                name,
-                model,
-                task_data,
-                constant_rate_config(num_layers, max_length, rate),
-                batch_size=batch_size,
-            )
-            for rate in constant_rates
-        ]
-    return SearchStageResult(frontier, curves, evolutionary, random_result)

@@ -318,6 +318,8 @@ def train(
     output_dir = Path(config.output_dir)
     checkpoint = find_checkpoint(output_dir) if resume_from == "auto" else resume_from
     resume_state = read_checkpoint_state(checkpoint) if checkpoint is not None else None
+    if resume_state is not None:
+        _check_same_run(resume_state.get("train_config"), config, checkpoint)
 
     total_steps = config.max_steps or math.ceil(config.num_epochs * steps_per_epoch)
     set_seed(config.seed)
@@ -435,6 +437,29 @@ def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+
+
+# Settings that change how a run is recorded, not what it computes: a run may resume
+# with other values of these.
+_BOOKKEEPING = ("output_dir", "progress", "log_every", "checkpoint_every", "keep_checkpoints")
+
+
+def _check_same_run(saved: dict[str, Any] | None, config: TrainConfig, checkpoint: Path) -> None:
+    """Refuse to continue a checkpoint written with other hyperparameters."""
+    if saved is None:
+        return
+    current = _jsonable(asdict(config))
+    changed = sorted(
+        key
+        for key in set(saved) | set(current)
+        if key not in _BOOKKEEPING and saved.get(key) != current.get(key)
+    )
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+        raise ValueError(
+            f"checkpoint {checkpoint} was written with other settings ({details}); resuming "
+            "would mix two runs. Use another output_dir, or resume_from=None to start fresh"
+        )
 
 
 def _save_checkpoint(

@@ -223,6 +223,19 @@ def test_damaged_checkpoint_is_an_error_not_a_fresh_start(tmp_path, tokenizer):
         train(toy_model(), loader(tokenizer), config)
 
 
+def test_resuming_with_other_hyperparameters_is_an_error(tmp_path, tokenizer):
+    config = TrainConfig(output_dir=tmp_path, max_steps=2, checkpoint_every=1, progress=False)
+    train(toy_model(), loader(tokenizer), config)
+    other = TrainConfig(
+        output_dir=tmp_path, max_steps=2, checkpoint_every=1, progress=False, learning_rate=1e-3
+    )
+    with pytest.raises(ValueError, match=r"other settings \(learning_rate: 2e-05 -> 0.001\)"):
+        train(toy_model(), loader(tokenizer), other)
+    # bookkeeping may change: the finished run is simply found complete
+    relogged = TrainConfig(output_dir=tmp_path, max_steps=2, checkpoint_every=5, progress=False)
+    assert train(toy_model(), loader(tokenizer), relogged).global_step == 2
+
+
 # ---------------------------------------------------------------- bad inputs fail first
 
 

@@ -1,0 +1,202 @@
+"""The whole pipeline, end to end: the ``smoke`` profile through papermill and ``dvc repro``
+in a temporary copy of the project (a few minutes on 2 CPU cores)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO_ROOT
+
+TASKS = ("sst2", "squad")
+PER_TASK_STAGES = ("finetune", "lengthdrop", "search", "evaluate")
+# Outputs of the real (default) run: not copied, the smoke run writes its own.
+NOT_COPIED = ("results/", "figures/", "notebooks/executed/", "dvc.lock", "models/")
+
+
+def run(command: list[str], cwd: Path) -> str:
+    venv_bin = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "PATH": venv_bin + os.pathsep + os.environ["PATH"],
+        "HF_HUB_OFFLINE": "1",
+        "DVC_NO_ANALYTICS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
+    return done.stdout
+
+
+def git(project: Path, *args: str) -> str:
+    return run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args], project)
+
+
+def dvc(project: Path, *args: str) -> str:
+    return run([str(Path(sys.executable).parent / "dvc"), *args], project)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, data_dir) -> Path:
+    """A copy of the project's source files on the smoke profile, after one ``dvc repro``."""
+    root = tmp_path_factory.mktemp("project")
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    for name in listed:
+        source = REPO_ROOT / name
+        if name.startswith(NOT_COPIED) or not source.is_file():
+            continue
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, root / name)
+    params = yaml.safe_load((REPO_ROOT / "profiles" / "smoke.yaml").read_text())
+    params["data"]["data_dir"] = str(data_dir)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "smoke profile")
+    dvc(root, "repro")
+    return root
+
+
+def lock_outputs(project: Path) -> dict[str, list[str]]:
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return {
+        name: [out["path"] for out in stage.get("outs", [])]
+        for name, stage in lock["stages"].items()
+    }
+
+
+def test_every_stage_ran_and_every_declared_output_exists(project):
+    outputs = lock_outputs(project)
+    expected = {f"{stage}@{task}" for stage in PER_TASK_STAGES for task in TASKS} | {"report"}
+    assert set(outputs) == expected
+    for stage, paths in outputs.items():
+        for path in paths:
+            assert (project / path).exists(), f"{stage} declared {path} but did not write it"
+    for task in TASKS:
+        for suffix in ("png", "svg"):
+            assert (project / "figures" / f"{task}-pareto.{suffix}").stat().st_size > 1000
+    assert "### squad" in (project / "results" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_metrics_are_numbers_in_range(project, task):
+    results = project / "results" / "tasks" / task
+    metrics = json.loads((results / "metrics.json").read_text())
+    assert metrics["metric"] == ("accuracy" if task == "sst2" else "f1")
+    for key in ("standard", "lat_full", "lat_best"):
+        assert 0.0 <= metrics[key] <= 100.0
+    assert metrics["lat_best"] >= metrics["lat_full"] - 1e-9 or metrics["frontier_size"] >= 1
+    if metrics["cheapest_within_tolerance"] is not None:
+        assert metrics["cheapest_flops_reduction"] >= 1.0
+        assert metrics["cheapest_paper_flops_reduction"] >= 1.0
+    assert set(metrics["hypervolume"]) == {
+        "standard + constant rate",
+        "LAT + constant rate",
+        "LAT + evolutionary search",
+        "LAT + random search",
+    }
+    assert all(value >= 0.0 for value in metrics["hypervolume"].values())
+    lengthdrop = json.loads((results / "lengthdrop.json").read_text())
+    assert 0.0 <= lengthdrop[f"dev_{metrics['metric']}_smallest"] <= 100.0
+    search = json.loads((results / "search.json").read_text())
+    assert search["evaluations"] >= search["frontier_size"] >= 1
+
+
+def test_the_anytime_model_loads_with_its_frontier(project):
+    from latlib import LengthAdaptiveModel
+
+    model = LengthAdaptiveModel.from_pretrained(project / "models" / "sst2" / "anytime")
+    chosen = model.set_budget(1.0)
+    assert model.config.length_config == chosen.length_config
+    with pytest.raises(ValueError, match="below the cheapest frontier point"):
+        model.set_budget(0.01)
+
+
+def test_executed_notebooks_are_stripped_and_show_their_figures(project):
+    executed = project / "notebooks" / "executed"
+    for path in executed.glob("*.ipynb"):
+        notebook = json.loads(path.read_text())
+        assert "papermill" not in notebook["metadata"]
+        for index, cell in enumerate(notebook["cells"]):
+            assert cell["id"] == f"cell-{index}"
+            assert "execution" not in cell["metadata"]
+            for output in cell.get("outputs", []):
+                assert output.get("name") != "stderr"
+    evaluate = json.loads((executed / "04_evaluate-sst2.ipynb").read_text())
+    images = [
+        output
+        for cell in evaluate["cells"]
+        for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {})
+    ]
+    assert len(images) == 1  # the Pareto figure, once
+
+
+def test_a_second_repro_is_a_no_op(project):
+    assert json.loads(dvc(project, "status", "--json")) == {}
+
+
+def test_changing_a_search_parameter_reruns_only_search_and_what_follows(project):
+    params_file = project / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    params["search"]["seed"] = 1
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        changed = set(json.loads(dvc(project, "status", "--json")))
+    finally:
+        params_file.write_text(original)
+    assert changed == {f"{stage}@{task}" for stage in ("search", "evaluate") for task in TASKS}
+
+
+def test_explore_notebook_runs_on_the_pipeline_outputs(project):
+    output = project / "explore-run.ipynb"
+    run(
+        [
+            sys.executable,
+            "tools/run_notebook.py",
+            "notebooks/explore.py",
+            str(output),
+            "-p",
+            "budget",
+            "0.95",
+        ],
+        project,
+    )
+    notebook = json.loads(output.read_text())
+    images = [
+        output
+        for cell in notebook["cells"]
+        for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {})
+    ]
+    assert len(images) == 2  # the frontier with the chosen point, the surviving tokens
+    output.unlink()
+
+
+def test_a_rerun_from_scratch_reproduces_every_committed_output(project):
+    """Last: it retrains everything. Checkpoints and search stores are deleted first, so
+    the run really recomputes; only wall-clock times may differ, and they are not
+    committed."""
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "first run")
+    shutil.rmtree(project / "runs")
+    dvc(project, "repro", "--force")
+    status = git(project, "status", "--porcelain")
+    diff = subprocess.run(["git", "diff", "--stat"], cwd=project, capture_output=True, text=True)
+    assert status == "", f"a rerun changed committed outputs:\n{status}\n{diff.stdout}"

@@ -1,0 +1,82 @@
+"""Run a jupytext notebook with papermill and save it executed, stripped of noise.
+
+    python tools/run_notebook.py notebooks/01_finetune.py notebooks/executed/01_finetune-sst2.ipynb -p task sst2
+
+The notebooks live in git as jupytext percent files (reviewable diffs); the executed
+copies keep their outputs but lose what changes from run to run (timestamps, durations,
+random cell ids, progress bars on stderr), so a rerun leaves git clean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill
+import yaml
+
+NOISY_CELL_METADATA = ("papermill", "execution")
+
+
+def strip_noise(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop run-specific metadata and stderr output; number the cells."""
+    notebook.metadata.pop("papermill", None)
+    notebook.metadata.pop("widgets", None)
+    for index, cell in enumerate(notebook.cells):
+        cell["id"] = f"cell-{index}"
+        for key in NOISY_CELL_METADATA:
+            cell.metadata.pop(key, None)
+        if cell.cell_type == "code":
+            cell.outputs = [
+                output
+                for output in cell.outputs
+                if not (output.get("output_type") == "stream" and output.get("name") == "stderr")
+            ]
+    return notebook
+
+
+def run_notebook(source: Path, output: Path, parameters: dict[str, object]) -> None:
+    notebook = jupytext.read(source)
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        unexecuted = Path(scratch) / "input.ipynb"
+        executed = Path(scratch) / "output.ipynb"
+        nbformat.write(notebook, unexecuted)
+        papermill.execute_notebook(
+            str(unexecuted),
+            str(executed),
+            parameters=parameters,
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(Path.cwd()),
+        )
+        result = strip_noise(nbformat.read(executed, as_version=4))
+    nbformat.write(result, output)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebook", type=Path, help="a jupytext percent file (notebooks/*.py)")
+    parser.add_argument("output", type=Path, help="where the executed .ipynb goes")
+    parser.add_argument(
+        "-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE")
+    )
+    args = parser.parse_args()
+    if not args.notebook.is_file():
+        parser.error(f"{args.notebook} does not exist")
+    # Values are read as YAML, as papermill's own command line does: 0.5 is a number,
+    # null is None, sst2 stays text.
+    parameters = {name: yaml.safe_load(value) for name, value in args.parameter}
+    run_notebook(args.notebook, args.output, parameters)
+
+
+if __name__ == "__main__":
+    main()
