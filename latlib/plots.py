@@ -162,3 +162,38 @@ def save_figure(figure: plt.Figure, stem: str | Path) -> list[Path]:
         figure.savefig(path, dpi=120, metadata=metadata)
         written.append(path)
     return written
+
+
+def latency_figure(bench: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Measured time against FLOPs, one panel per batch size (``bench.summarize`` rows):
+    points on the dashed line would turn every saved FLOP into saved time."""
+    sizes = sorted(bench["batch_size"].unique())
+    figure, axes = plt.subplots(1, len(sizes), figsize=(5.5 * len(sizes), 4.2), squeeze=False)
+    for ax, size in zip(axes[0], sizes, strict=True):
+        rows = bench[bench["batch_size"] == size]
+        reference = rows.iloc[0]
+        relative_flops = 1.0 / rows["flops_ratio"]
+        relative_time = 1.0 / rows["speedup"]
+        ax.errorbar(
+            relative_flops,
+            relative_time,
+            yerr=[
+                relative_time - 1.0 / rows["speedup_q75"],
+                1.0 / rows["speedup_q25"] - relative_time,
+            ],
+            fmt="o",
+            capsize=3,
+            label="latlib (full length and frontier points)",
+        )
+        ax.scatter([1.0], [1.0], marker="s", color="black", zorder=3, label=reference["case"])
+        line = np.linspace(min(relative_flops.min(), 1.0) * 0.95, 1.02, 10)
+        ax.plot(line, line, linestyle="--", color="grey", label="time proportional to FLOPs")
+        ax.set_xlabel("FLOPs relative to the plain model")
+        ax.set_ylabel("time relative to the plain model")
+        ax.set_title(f"batch size {size}, {int(rows['threads'].iloc[0])} threads")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return _finished(figure)

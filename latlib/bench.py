@@ -1,0 +1,307 @@
+"""Wall-clock speed, side by side: does a FLOPs reduction become a speedup?
+
+Every case (the plain transformers model with its fastest attention, our model at full
+length, our model at frontier configurations) runs on the same real batches, in one
+process, interleaved: each repetition runs every case once, in a rotating order, so a
+slow moment of a noisy machine hits all cases alike. Reported: median seconds per pass
+and the spread (25th-75th percentile) over repetitions, throughput, the speedup over the
+plain model, the FLOPs ratio on the same data, and efficiency = speedup / FLOPs ratio.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import pandas as pd
+import torch
+from transformers import (
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    PreTrainedTokenizerBase,
+)
+
+from .data import make_dataloader, sequence_lengths
+from .flops import example_macs
+from .lengths import sample_length_config, smallest_config, to_model_lengths
+from .model import LengthAdaptiveModel
+
+PLAIN = "transformers (sdpa)"
+FULL = "latlib, full length"
+
+
+@dataclass
+class BenchCase:
+    """One thing to time: ``run`` takes a batch; ``macs``: mean MACs per example."""
+
+    name: str
+    run: Callable[[dict[str, torch.Tensor]], Any]
+    macs: float
+    length_config: tuple[float, ...] | None = None
+
+
+def bench_batches(
+    features: datasets.Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    batch_size: int,
+    max_examples: int | None = None,
+) -> list[dict[str, torch.Tensor]]:
+    """Padded model inputs, length-bucketed as evaluation batches them, made once."""
+    if max_examples is not None and max_examples < len(features):
+        features = features.select(range(max_examples))
+    loader = make_dataloader(
+        features, tokenizer, batch_size, shuffle=False, seed=0, return_index=False
+    )
+    keep = ("input_ids", "attention_mask", "token_type_ids")
+    return [{k: v for k, v in batch.items() if k in keep} for batch in loader]
+
+
+def plain_model(model_dir: str | Path, task_type: str) -> torch.nn.Module:
+    """The same weights as an ordinary transformers model with SDPA attention."""
+    auto = (
+        AutoModelForSequenceClassification
+        if task_type == "classification"
+        else AutoModelForQuestionAnswering
+    )
+    return auto.from_pretrained(str(model_dir), attn_implementation="sdpa").eval()
+
+
+def standard_cases(
+    model: LengthAdaptiveModel,
+    model_dir: str | Path,
+    features: datasets.Dataset,
+    configs: Sequence[Sequence[float]],
+) -> list[BenchCase]:
+    """The plain model, ours at full length, and ours at each length configuration."""
+    real = sequence_lengths(features).tolist()
+    mode, task_type = model.config.length_mode, model.config.task_type
+
+    def macs(config: Sequence[float] | None) -> float:
+        return example_macs(model.hf_config, real, config, mode, task_type)
+
+    plain = plain_model(model_dir, task_type)
+    cases = [
+        BenchCase(PLAIN, lambda batch: plain(**batch), macs(None)),
+        BenchCase(FULL, lambda batch: model(**batch), macs(None)),
+    ]
+    for config in configs:
+        config = tuple(config)
+        cases.append(
+            BenchCase(
+                "latlib " + " ".join(f"{c:g}" for c in config),
+                lambda batch, config=config: model(**batch, length_config=config),
+                macs(config),
+                config,
+            )
+        )
+    return cases
+
+
+@torch.inference_mode()
+def time_cases(
+    cases: Sequence[BenchCase],
+    batches: Sequence[dict[str, torch.Tensor]],
+    repeats: int = 5,
+    warmup: int = 1,
+) -> pd.DataFrame:
+    """Seconds per pass over ``batches`` for every case and repetition (interleaved)."""
+    if repeats < 1 or not batches or not cases:
+        raise ValueError("need at least one case, one batch and one repetition")
+    for case in cases:
+        for _ in range(warmup):
+            for batch in batches:
+                case.run(batch)
+    rows = []
+    for repeat in range(repeats):
+        shift = repeat % len(cases)
+        for case in list(cases[shift:]) + list(cases[:shift]):
+            start = time.perf_counter()
+            for batch in batches:
+                case.run(batch)
+            rows.append(
+                {"case": case.name, "repeat": repeat, "seconds": time.perf_counter() - start}
+            )
+    return pd.DataFrame(rows)
+
+
+def summarize(
+    cases: Sequence[BenchCase], times: pd.DataFrame, examples: int, batch_size: int
+) -> pd.DataFrame:
+    """Per case: median and spread, throughput, speedup and FLOPs ratio vs the plain model,
+    efficiency (speedup / FLOPs ratio)."""
+    by_case = times.groupby("case")["seconds"]
+    median = by_case.median()
+    reference = cases[0]
+    rows = []
+    for case in cases:
+        seconds = median[case.name]
+        # The speedup of each repetition against the same repetition of the reference:
+        # robust to drifts in machine speed during the benchmark.
+        per_repeat = times.pivot(index="repeat", columns="case", values="seconds")
+        speedups = per_repeat[reference.name] / per_repeat[case.name]
+        flops_ratio = reference.macs / case.macs
+        rows.append(
+            {
+                "case": case.name,
+                "batch_size": batch_size,
+                "examples": examples,
+                "median_seconds": seconds,
+                "q25_seconds": by_case.quantile(0.25)[case.name],
+                "q75_seconds": by_case.quantile(0.75)[case.name],
+                "examples_per_second": examples / seconds,
+                "latency_ms_per_batch": 1000 * seconds / np.ceil(examples / batch_size),
+                "macs_per_example": case.macs,
+                "flops_ratio": flops_ratio,
+                "speedup": float(speedups.median()),
+                "speedup_q25": float(speedups.quantile(0.25)),
+                "speedup_q75": float(speedups.quantile(0.75)),
+                "efficiency": float(speedups.median()) / flops_ratio,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def expected_lengthdrop_cost(
+    model: LengthAdaptiveModel,
+    real_lengths: Sequence[int],
+    num_sandwich: int,
+    length_drop_ratio_bound: float,
+    layer_dropout_prob: float,
+    use_smallest: bool = True,
+    layer_drop_full: bool = True,
+    samples: int = 200,
+    seed: int = 0,
+) -> float:
+    """Theoretical cost of one LengthDrop step relative to a standard step: the full pass
+    plus the smallest and ``num_sandwich`` random sub-models, each in MACs relative to
+    the full model (LayerDrop removes a layer's share with probability p)."""
+    import random
+
+    rng = random.Random(seed)
+    mode, max_length, task = (
+        model.config.length_mode,
+        model.config.max_length,
+        model.config.task_type,
+    )
+    layers = model.num_layers
+    full = example_macs(model.hf_config, real_lengths, None, mode, task)
+
+    def relative(grid: Sequence[int]) -> float:
+        config = to_model_lengths(grid, mode, max_length)
+        return example_macs(model.hf_config, real_lengths, config, mode, task) / full
+
+    layer_share = 1.0 - layer_dropout_prob  # expected fraction of layers that run
+    cost = layer_share if layer_drop_full else 1.0
+    if use_smallest:
+        cost += layer_share * relative(smallest_config(layers, max_length, length_drop_ratio_bound))
+    if num_sandwich:
+        draws = [
+            relative(sample_length_config(layers, max_length, length_drop_ratio_bound, rng=rng))
+            for _ in range(samples)
+        ]
+        cost += num_sandwich * layer_share * float(np.mean(draws))
+    return cost
+
+
+# ----------------------------------------------------------------------------- stage
+
+
+@dataclass
+class BenchSettings:
+    """The ``bench`` section of params.yaml."""
+
+    batch_sizes: tuple[int, ...] = (1, 32)
+    repeats: int = 5
+    # Examples per timed pass, per batch size: batch 1 on the whole dev set would take
+    # minutes per case; None means every row.
+    max_examples: dict[int, int | None] | None = None
+    max_points: int = 6  # frontier configurations timed (evenly spread over the frontier)
+    threads: int | None = None  # None: torch's default (the machine's cores)
+
+    @classmethod
+    def from_params(cls, section: dict[str, Any]) -> BenchSettings:
+        known = {"batch_sizes", "repeats", "max_examples", "max_points", "threads"}
+        unknown = set(section) - known
+        if unknown:
+            raise ValueError(f"unknown key(s) bench.{sorted(unknown)}; known: {sorted(known)}")
+        settings = cls(
+            batch_sizes=tuple(section.get("batch_sizes", (1, 32))),
+            repeats=section.get("repeats", 5),
+            max_examples={int(k): v for k, v in (section.get("max_examples") or {}).items()},
+            max_points=section.get("max_points", 6),
+            threads=section.get("threads"),
+        )
+        if not settings.batch_sizes or any(b < 1 for b in settings.batch_sizes):
+            raise ValueError(f"bench.batch_sizes must be positive, got {settings.batch_sizes}")
+        if settings.repeats < 3:
+            raise ValueError("bench.repeats must be >= 3 for a median and a spread")
+        if settings.max_points < 1:
+            raise ValueError("bench.max_points must be >= 1")
+        return settings
+
+
+def spread_points(points: Sequence[Any], count: int) -> list[Any]:
+    """``count`` points evenly spread over a cheapest-first list (both ends included)."""
+    if count >= len(points):
+        return list(points)
+    if count == 1:
+        return [points[0]]
+    picks = sorted({round(i * (len(points) - 1) / (count - 1)) for i in range(count)})
+    return [points[i] for i in picks]
+
+
+def benchmark_model(
+    model_dir: str | Path,
+    features: datasets.Dataset,
+    tokenizer: PreTrainedTokenizerBase,
+    settings: BenchSettings,
+    progress: Callable[[str], None] | None = None,
+) -> pd.DataFrame:
+    """Time the plain model, ours at full length and frontier points of ``model_dir``."""
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    model = LengthAdaptiveModel.from_pretrained(model_dir).eval()
+    if model.frontier is None:
+        raise ValueError(f"{model_dir} has no frontier.json: run the search stage first")
+    points = spread_points(model.frontier.points, settings.max_points)
+    tables = []
+    for batch_size in settings.batch_sizes:
+        limit = (settings.max_examples or {}).get(batch_size)
+        subset = features if limit is None else features.select(range(min(limit, len(features))))
+        cases = standard_cases(model, model_dir, subset, [p.length_config for p in points])
+        batches = bench_batches(subset, tokenizer, batch_size)
+        if progress:
+            progress(f"batch {batch_size}: {len(cases)} cases x {settings.repeats} repeats")
+        times = time_cases(cases, batches, settings.repeats)
+        table = summarize(cases, times, len(subset), batch_size)
+        table.insert(1, "threads", torch.get_num_threads())
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
+def bench_stage(params: Any, paths: Any, section: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline's bench stage for one task: time the anytime model on the dev set,
+    write ``results/tasks/<task>/bench.{csv,md}`` and ``figures/<task>-latency.{png,svg}``.
+
+    Unlike every other stage its numbers are measurements: a rerun gives other ones."""
+    from . import plots
+    from .stages import task_data
+
+    settings = BenchSettings.from_params(section)
+    data = task_data(params, paths.anytime_model, with_train=False)
+    table = benchmark_model(paths.anytime_model, data.dev, data.tokenizer, settings, print)
+    table.insert(0, "task", params.task)
+    paths.results.mkdir(parents=True, exist_ok=True)
+    table.to_csv(paths.results / "bench.csv", index=False)
+    shown = table[
+        ["case", "batch_size", "examples_per_second", "flops_ratio", "speedup", "efficiency"]
+    ]
+    (paths.results / "bench.md").write_text(shown.to_markdown(index=False, floatfmt=".3f") + "\n")
+    figure = plots.latency_figure(table, f"{params.task}: measured time vs FLOPs")
+    plots.save_figure(figure, paths.figures / f"{params.task}-latency")
+    return {"table": table, "figure": figure}

@@ -1,0 +1,47 @@
+# %% [markdown]
+# # 6. Speed: do fewer FLOPs mean less time?
+#
+# The reason LAT exists is faster inference, and a FLOPs count is only a promise. Here
+# the anytime model runs on the dev set at full length and at frontier configurations,
+# side by side with the plain transformers model (SDPA attention), in one process, each
+# repetition running every case once in a rotating order. Efficiency = measured speedup
+# / FLOPs ratio: 1.0 turns every saved FLOP into saved time.
+#
+# These numbers are measurements of this machine at this moment: unlike the other
+# stages, a rerun gives slightly different ones.
+
+# %% tags=["parameters"]
+task = "sst2"
+params_file = "params.yaml"
+
+# %%
+import pandas as pd
+
+from latlib import stages
+from latlib.bench import bench_stage
+from latlib.params import load_params, task_params
+
+raw = load_params(params_file)
+params = task_params(raw, task)
+paths = stages.TaskPaths(task)
+pd.Series(raw["bench"], name="bench").to_frame()
+
+# %%
+bench = bench_stage(params, paths, raw["bench"])
+bench["table"][
+    ["case", "batch_size", "examples_per_second", "flops_ratio", "speedup", "efficiency"]
+]
+
+# %%
+bench["figure"]
+
+# %%
+table = bench["table"]
+for size, rows in table.groupby("batch_size"):
+    full = rows[rows["case"] == "latlib, full length"].iloc[0]
+    cheapest = rows.iloc[-1]
+    print(
+        f"batch {size}: full length runs at {full['speedup']:.2f}x the plain model; the "
+        f"cheapest timed point has {cheapest['flops_ratio']:.2f}x fewer FLOPs and runs "
+        f"{cheapest['speedup']:.2f}x faster (efficiency {cheapest['efficiency']:.2f})"
+    )
