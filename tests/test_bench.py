@@ -1,0 +1,109 @@
+"""The benchmark's arithmetic and settings (no timed assertions: machines are noisy)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from conftest import random_batch, tiny_bert_config
+
+from latlib import LengthAdaptiveConfig, LengthAdaptiveModel
+from latlib.bench import (
+    BenchCase,
+    BenchSettings,
+    expected_lengthdrop_cost,
+    spread_points,
+    summarize,
+    time_cases,
+)
+
+
+def test_spread_points_keeps_both_ends():
+    points = list(range(10))
+    assert spread_points(points, 3) == [0, 4, 9] or spread_points(points, 3) == [0, 5, 9]
+    assert spread_points(points, 1) == [0]
+    assert spread_points(points, 20) == points
+
+
+def test_summary_ratios_come_from_the_same_repetition():
+    cases = [BenchCase("plain", None, macs=100.0), BenchCase("half", None, macs=50.0)]
+    times = pd.DataFrame(
+        [
+            {"case": "plain", "repeat": 0, "seconds": 2.0},
+            {"case": "half", "repeat": 0, "seconds": 1.0},
+            {"case": "plain", "repeat": 1, "seconds": 4.0},  # a slow moment hits both
+            {"case": "half", "repeat": 1, "seconds": 2.0},
+            {"case": "plain", "repeat": 2, "seconds": 2.0},
+            {"case": "half", "repeat": 2, "seconds": 1.25},
+        ]
+    )
+    table = summarize(cases, times, examples=10, batch_size=5).set_index("case")
+    assert table.loc["half", "flops_ratio"] == 2.0
+    assert table.loc["half", "speedup"] == pytest.approx(2.0)  # median of 2, 2, 1.6
+    assert table.loc["half", "efficiency"] == pytest.approx(1.0)
+    assert table.loc["plain", "median_seconds"] == 2.0
+    assert table.loc["half", "latency_ms_per_batch"] == pytest.approx(1000 * 1.25 / 2)
+
+
+def test_time_cases_runs_every_case_every_repetition():
+    calls = []
+    cases = [BenchCase(name, lambda batch, n=name: calls.append(n), 1.0) for name in "abc"]
+    times = time_cases(cases, [{}, {}], repeats=3, warmup=0)
+    assert sorted(times["case"].value_counts().items()) == [("a", 3), ("b", 3), ("c", 3)]
+    assert len(calls) == 3 * 3 * 2
+    # rotated order: each case goes first once
+    firsts = [calls[i * 6] for i in range(3)]
+    assert sorted(firsts) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    "section,message",
+    [
+        ({"repeats": 2}, "repeats must be >= 3"),
+        ({"batch_sizes": [0]}, "batch_sizes must be positive"),
+        ({"max_point": 3}, "unknown key"),
+    ],
+)
+def test_bad_bench_settings_are_refused(section, message):
+    with pytest.raises(ValueError, match=message):
+        BenchSettings.from_params(section)
+
+
+def test_expected_lengthdrop_cost():
+    torch.manual_seed(0)
+    model = LengthAdaptiveModel.from_config(
+        tiny_bert_config(4), LengthAdaptiveConfig(length_mode="ratio", max_length=32)
+    )
+    lengths = [32, 20, 12]
+    alone = expected_lengthdrop_cost(model, lengths, 0, 0.2, 0.0, use_smallest=False)
+    assert alone == pytest.approx(1.0)
+    with_smallest = expected_lengthdrop_cost(model, lengths, 0, 0.2, 0.0)
+    assert 1.3 < with_smallest < 2.0  # the smallest sub-model costs under the full one
+    sandwich = expected_lengthdrop_cost(model, lengths, 2, 0.2, 0.0)
+    assert with_smallest + 2 * (with_smallest - 1) < sandwich < with_smallest + 2
+    dropped = expected_lengthdrop_cost(model, lengths, 2, 0.2, 0.2)
+    assert dropped == pytest.approx(0.8 * sandwich, rel=0.05)
+
+
+def test_bench_cases_compute_what_evaluation_computes(embedded_path, tmp_path):
+    from latlib.bench import standard_cases
+
+    torch.manual_seed(0)
+    model = LengthAdaptiveModel.from_config(
+        tiny_bert_config(4, num_labels=2, vocab_size=30522, max_position_embeddings=64),
+        LengthAdaptiveConfig(length_mode="ratio", max_length=16),
+    ).eval()
+    model.save_pretrained(tmp_path)
+    import datasets
+
+    features = datasets.Dataset.from_dict({"input_ids": [[101, 7, 8, 102], [101, 9, 102]]})
+    cases = standard_cases(model, tmp_path, features, [(0.75, 0.5, 0.5, 0.5)])
+    batch = random_batch(2, [10, 6], vocab=30522)
+    with torch.inference_mode():
+        plain = cases[0].run(batch).logits
+        ours = cases[1].run(batch).logits
+        reduced = cases[2].run(batch).logits
+        expected = model(**batch, length_config=(0.75, 0.5, 0.5, 0.5)).logits
+    torch.testing.assert_close(ours, plain, atol=1e-5, rtol=0)
+    torch.testing.assert_close(reduced, expected)
+    assert cases[2].macs < cases[1].macs == cases[0].macs
