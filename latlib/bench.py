@@ -286,9 +286,10 @@ def benchmark_model(
 
 def bench_stage(params: Any, paths: Any, section: dict[str, Any]) -> dict[str, Any]:
     """The pipeline's bench stage for one task: time the anytime model on the dev set,
-    write ``results/tasks/<task>/bench.{csv,md}`` and ``figures/<task>-latency.{png,svg}``.
+    write ``results/bench/<task>.{csv,md}`` and ``figures/<task>-latency.{png,svg}``.
 
-    Unlike every other stage its numbers are measurements: a rerun gives other ones."""
+    Unlike every other stage its numbers are measurements: a rerun gives other ones, so
+    they live apart from ``results/tasks/`` (which the report reads)."""
     from . import plots
     from .stages import task_data
 
@@ -296,12 +297,13 @@ def bench_stage(params: Any, paths: Any, section: dict[str, Any]) -> dict[str, A
     data = task_data(params, paths.anytime_model, with_train=False)
     table = benchmark_model(paths.anytime_model, data.dev, data.tokenizer, settings, print)
     table.insert(0, "task", params.task)
-    paths.results.mkdir(parents=True, exist_ok=True)
-    table.to_csv(paths.results / "bench.csv", index=False)
+    out = paths.root / "results" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / f"{params.task}.csv", index=False)
     shown = table[
         ["case", "batch_size", "examples_per_second", "flops_ratio", "speedup", "efficiency"]
     ]
-    (paths.results / "bench.md").write_text(shown.to_markdown(index=False, floatfmt=".3f") + "\n")
+    (out / f"{params.task}.md").write_text(shown.to_markdown(index=False, floatfmt=".3f") + "\n")
     figure = plots.latency_figure(table, f"{params.task}: measured time vs FLOPs")
     plots.save_figure(figure, paths.figures / f"{params.task}-latency")
     return {"table": table, "figure": figure}

@@ -17,7 +17,7 @@ from conftest import REPO_ROOT
 TASKS = ("sst2", "squad")
 PER_TASK_STAGES = ("finetune", "lengthdrop", "search", "evaluate", "bench")
 # The bench stage measures time: its outputs are expected to change on a rerun.
-MEASUREMENTS = ("results/tasks/*/bench.*", "figures/*-latency.*", "notebooks/executed/06_bench-*")
+MEASUREMENTS = ("results/bench/*", "figures/*-latency.*", "notebooks/executed/06_bench-*")
 # Outputs of the real (default) run: not copied, the smoke run writes its own.
 NOT_COPIED = ("results/", "figures/", "notebooks/executed/", "dvc.lock", "models/")
 
@@ -216,7 +216,7 @@ def test_bench_tables_hold_the_cases_side_by_side(project):
     import pandas as pd
 
     for task in TASKS:
-        table = pd.read_csv(project / "results" / "tasks" / task / "bench.csv")
+        table = pd.read_csv(project / "results" / "bench" / f"{task}.csv")
         assert set(table["batch_size"]) == {1, 8}
         for _, rows in table.groupby("batch_size"):
             assert rows["case"].iloc[0] == "transformers (sdpa)"
