@@ -10,6 +10,7 @@ plain model, the FLOPs ratio on the same data, and efficiency = speedup / FLOPs 
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -135,14 +136,14 @@ def summarize(
     """Per case: median and spread, throughput, speedup and FLOPs ratio vs the plain model,
     efficiency (speedup / FLOPs ratio)."""
     by_case = times.groupby("case")["seconds"]
-    median = by_case.median()
+    median, q25, q75 = by_case.median(), by_case.quantile(0.25), by_case.quantile(0.75)
+    # The speedup of each repetition against the same repetition of the reference:
+    # robust to drifts in machine speed during the benchmark.
+    per_repeat = times.pivot(index="repeat", columns="case", values="seconds")
     reference = cases[0]
     rows = []
     for case in cases:
         seconds = median[case.name]
-        # The speedup of each repetition against the same repetition of the reference:
-        # robust to drifts in machine speed during the benchmark.
-        per_repeat = times.pivot(index="repeat", columns="case", values="seconds")
         speedups = per_repeat[reference.name] / per_repeat[case.name]
         flops_ratio = reference.macs / case.macs
         rows.append(
@@ -151,8 +152,8 @@ def summarize(
                 "batch_size": batch_size,
                 "examples": examples,
                 "median_seconds": seconds,
-                "q25_seconds": by_case.quantile(0.25)[case.name],
-                "q75_seconds": by_case.quantile(0.75)[case.name],
+                "q25_seconds": q25[case.name],
+                "q75_seconds": q75[case.name],
                 "examples_per_second": examples / seconds,
                 "latency_ms_per_batch": 1000 * seconds / np.ceil(examples / batch_size),
                 "macs_per_example": case.macs,
@@ -180,8 +181,6 @@ def expected_lengthdrop_cost(
     """Theoretical cost of one LengthDrop step relative to a standard step: the full pass
     plus the smallest and ``num_sandwich`` random sub-models, each in MACs relative to
     the full model (LayerDrop removes a layer's share with probability p)."""
-    import random
-
     rng = random.Random(seed)
     mode, max_length, task = (
         model.config.length_mode,
