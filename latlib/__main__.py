@@ -158,8 +158,21 @@ def _stage(args: argparse.Namespace) -> None:
         result = stages.report(params["tasks"])
         print(json.dumps(result["metrics"], indent=2))
         return
+    if args.name == "ablations":
+        from .ablation import ablation_stage
+
+        print(ablation_stage(params)["table"].to_string(index=False))
+        return
     if args.task is None:
         raise ValueError(f"the {args.name} stage needs --task (one of {params['tasks']})")
+    if args.name == "bench":
+        from .bench import bench_stage
+
+        result = bench_stage(
+            task_params(params, args.task), stages.TaskPaths(args.task), params["bench"]
+        )
+        print(result["table"].to_string(index=False))
+        return
     run = {
         "finetune": stages.finetune,
         "lengthdrop": stages.lengthdrop,
@@ -167,7 +180,8 @@ def _stage(args: argparse.Namespace) -> None:
         "evaluate": stages.evaluate,
     }[args.name]
     result = run(task_params(params, args.task), stages.TaskPaths(args.task))
-    print(json.dumps(result.get("metrics", result), indent=2, default=str))
+    if result:  # empty on the secondary processes of a distributed run
+        print(json.dumps(result.get("metrics", result), indent=2, default=str))
 
 
 def _count_or_fraction(text: str) -> int | float:
@@ -233,7 +247,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     stage = commands.add_parser(
         "stage", help="run one pipeline stage without its notebook (as dvc.yaml's notebooks do)"
     )
-    stage.add_argument("name", choices=["finetune", "lengthdrop", "search", "evaluate", "report"])
+    stage.add_argument(
+        "name",
+        choices=["finetune", "lengthdrop", "search", "evaluate", "bench", "ablations", "report"],
+    )
     stage.add_argument("--task", default=None, choices=["sst2", "mnli", "squad"])
     stage.add_argument("--params", default="params.yaml")
     stage.set_defaults(func=_stage)

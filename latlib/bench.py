@@ -221,10 +221,18 @@ class BenchSettings:
     max_examples: dict[int, int | None] | None = None
     max_points: int = 6  # frontier configurations timed (evenly spread over the frontier)
     threads: int | None = None  # None: torch's default (the machine's cores)
+    search_iterations: int = 2  # search replayed with and without the prefix cache (0: skip)
 
     @classmethod
     def from_params(cls, section: dict[str, Any]) -> BenchSettings:
-        known = {"batch_sizes", "repeats", "max_examples", "max_points", "threads"}
+        known = {
+            "batch_sizes",
+            "repeats",
+            "max_examples",
+            "max_points",
+            "threads",
+            "search_iterations",
+        }
         unknown = set(section) - known
         if unknown:
             raise ValueError(f"unknown key(s) bench.{sorted(unknown)}; known: {sorted(known)}")
@@ -234,6 +242,7 @@ class BenchSettings:
             max_examples={int(k): v for k, v in (section.get("max_examples") or {}).items()},
             max_points=section.get("max_points", 6),
             threads=section.get("threads"),
+            search_iterations=section.get("search_iterations", 2),
         )
         if not settings.batch_sizes or any(b < 1 for b in settings.batch_sizes):
             raise ValueError(f"bench.batch_sizes must be positive, got {settings.batch_sizes}")
@@ -241,6 +250,8 @@ class BenchSettings:
             raise ValueError("bench.repeats must be >= 3 for a median and a spread")
         if settings.max_points < 1:
             raise ValueError("bench.max_points must be >= 1")
+        if settings.search_iterations < 0:
+            raise ValueError("bench.search_iterations must be >= 0 (0: no search timing)")
         return settings
 
 
@@ -305,4 +316,68 @@ def bench_stage(params: Any, paths: Any, section: dict[str, Any]) -> dict[str, A
     (out / f"{params.task}.md").write_text(shown.to_markdown(index=False, floatfmt=".3f") + "\n")
     figure = plots.latency_figure(table, f"{params.task}: measured time vs FLOPs")
     plots.save_figure(figure, paths.figures / f"{params.task}-latency")
-    return {"table": table, "figure": figure}
+    search = pd.DataFrame()
+    if settings.search_iterations:
+        search = search_speed(params, paths, settings.search_iterations, data)
+        search.insert(0, "task", params.task)
+        search.to_csv(out / f"{params.task}-search.csv", index=False)
+        (out / f"{params.task}-search.md").write_text(
+            search.to_markdown(index=False, floatfmt=".3f") + "\n"
+        )
+    return {"table": table, "figure": figure, "search": search}
+
+
+def search_speed(params: Any, paths: Any, iterations: int, data: Any) -> pd.DataFrame:
+    """The pipeline's evolutionary search, its first ``iterations`` generations, run from
+    an empty store twice: every configuration from scratch, then with the prefix cache.
+    The table gives evaluations per minute of each, and whether both scored every
+    configuration the same (they run the same operations on the same tensors)."""
+    import tempfile
+
+    from .experiment import search_problem
+    from .search import SearchStore, evolutionary_search
+
+    section = params.search
+    split = "dev" if params.data["search_on"] == "dev" else "search"
+    model = LengthAdaptiveModel.from_pretrained(paths.anytime_model).eval()
+    rows, scores = [], {}
+    for path, cache_mb in (("every layer", 0), ("prefix cache", section["cache_mb"])):
+        problem = search_problem(
+            model,
+            data,
+            paths.anytime_model,
+            params.lengthdrop["length_drop_ratio_bound"],
+            split,
+            section["eval_batch_size"],
+            cache_bytes=cache_mb << 20,
+        )
+        with tempfile.TemporaryDirectory() as scratch:
+            result = evolutionary_search(
+                problem.evaluate,
+                problem.cost,
+                problem.lower,
+                problem.upper,
+                problem.max_length,
+                SearchStore(Path(scratch) / "store.jsonl", problem.fingerprint),
+                population_size=section["population_size"],
+                mutation_size=section["mutation_size"],
+                mutation_prob=section["mutation_prob"],
+                crossover_size=section["crossover_size"],
+                iterations=iterations,
+                seed=section["seed"],
+                progress=False,
+            )
+        scores[path] = [(r.config, r.score) for r in result.evaluated]
+        rows.append(
+            {
+                "path": path,
+                "evaluations": len(result.evaluated),
+                "seconds": result.seconds,
+                "evaluations_per_minute": 60 * len(result.evaluated) / result.seconds,
+                "layers_reused": problem.cache.stats.reuse_fraction if problem.cache else 0.0,
+            }
+        )
+    table = pd.DataFrame(rows)
+    table["same_scores"] = scores["every layer"] == scores["prefix cache"]
+    table["speedup"] = table["evaluations_per_minute"] / table["evaluations_per_minute"].iloc[0]
+    return table

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from .metrics import accuracy, postprocess_span_predictions, squad_em_f1
 from .model import LengthAdaptiveModel
+from .prefix_cache import PrefixCache
 
 
 @torch.inference_mode()
@@ -19,22 +20,28 @@ def predict_logits(
     model: LengthAdaptiveModel,
     loader: DataLoader,
     length_config: Sequence[float] | None = None,
+    cache: PrefixCache | None = None,
 ) -> dict[str, np.ndarray]:
     """Logits for every row of the loader's data set, in row order.
 
     The loader must yield an ``index`` tensor (``data.make_dataloader`` does), so batches
     may come in any order (length-sorted for speed). Span logits are [rows, longest row],
-    with ``-inf`` past each row's real tokens.
+    with ``-inf`` past each row's real tokens. With a ``cache`` (one per data set and
+    batch order), layers whose lengths an earlier configuration shared are not rerun.
     """
     model.eval()
     device = next(model.parameters()).device
     is_span = model.config.task_type == "span"
     names = ("start_logits", "end_logits") if is_span else ("logits",)
     rows: dict[str, dict[int, np.ndarray]] = {name: {} for name in names}
-    for batch in loader:
-        index = batch.pop("index").tolist()
+    for number, batch in enumerate(loader):
+        rows_tensor = batch.pop("index")
+        index = rows_tensor.tolist()
         inputs = {k: batch[k].to(device) for k in _MODEL_INPUTS if k in batch}
-        out = model(**inputs, length_config=length_config)
+        if cache is None:
+            out = model(**inputs, length_config=length_config)
+        else:
+            out = cache.forward(model, number, rows_tensor, inputs, length_config)
         real_lengths = batch["attention_mask"].sum(-1).tolist()
         for name in names:
             values = getattr(out, name).float().cpu().numpy()
@@ -67,9 +74,10 @@ def evaluate_classification(
     loader: DataLoader,
     labels: Sequence[int] | np.ndarray,
     length_config: Sequence[float] | None = None,
+    cache: PrefixCache | None = None,
 ) -> dict[str, float]:
     """Accuracy (percent) of the model at ``length_config`` on the loader's rows."""
-    logits = predict_logits(model, loader, length_config)["logits"]
+    logits = predict_logits(model, loader, length_config, cache)["logits"]
     return {"accuracy": accuracy(logits.argmax(-1), np.asarray(labels))}
 
 
@@ -79,10 +87,11 @@ def evaluate_squad(
     examples: datasets.Dataset,
     features: datasets.Dataset,
     length_config: Sequence[float] | None = None,
+    cache: PrefixCache | None = None,
     **postprocess: Any,
 ) -> dict[str, float]:
     """SQuAD v1.1 exact match and F1 (percent) of the model at ``length_config``."""
-    logits = predict_logits(model, loader, length_config)
+    logits = predict_logits(model, loader, length_config, cache)
     predictions = postprocess_span_predictions(
         examples, features, logits["start_logits"], logits["end_logits"], **postprocess
     )

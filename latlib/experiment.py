@@ -24,8 +24,9 @@ from .evaluation import evaluate_classification, evaluate_squad
 from .flops import example_macs, paper_macs
 from .lengths import full_config, smallest_config, to_model_lengths
 from .model import LengthAdaptiveConfig, LengthAdaptiveModel
+from .prefix_cache import DEFAULT_MAX_BYTES, PrefixCache
 from .search import EvaluatedConfig
-from .train import TrainConfig, TrainResult, train
+from .train import TrainConfig, TrainResult, is_main_process, train
 
 SearchOn = Literal["held_out", "dev"]
 
@@ -159,9 +160,10 @@ def train_model(
         task_data.train, task_data.tokenizer, batch_size, shuffle=True, seed=config.seed
     )
     result = train(model, loader, config, resume_from=resume_from)
-    final = Path(config.output_dir) / "model"
-    model.save_pretrained(final)
-    save_tokenizer(task_data.tokenizer, final)
+    if is_main_process():
+        final = Path(config.output_dir) / "model"
+        model.save_pretrained(final)
+        save_tokenizer(task_data.tokenizer, final)
     return result
 
 
@@ -182,15 +184,19 @@ def evaluate_model(
     split: str = "dev",
     length_config: Sequence[float] | None = None,
     batch_size: int = 64,
+    cache: PrefixCache | None = None,
 ) -> dict[str, float]:
-    """The task metric on ``"dev"`` or ``"search"`` at a length configuration."""
+    """The task metric on ``"dev"`` or ``"search"`` at a length configuration.
+
+    A ``cache`` must serve this split and batch size only (see ``prefix_cache``).
+    """
     features, examples = task_data.split(split)
     loader = data_lib.make_dataloader(
         features, task_data.tokenizer, batch_size, shuffle=False, seed=0
     )
     if task_data.task.kind == "classification":
-        return evaluate_classification(model, loader, features["labels"], length_config)
-    return evaluate_squad(model, loader, examples, features, length_config)
+        return evaluate_classification(model, loader, features["labels"], length_config, cache)
+    return evaluate_squad(model, loader, examples, features, length_config, cache)
 
 
 def primary_metric(task_data: TaskData) -> str:
@@ -211,6 +217,7 @@ class SearchProblem:
     upper: tuple[int, ...]
     max_length: int
     fingerprint: dict[str, Any]
+    cache: PrefixCache | None = None
 
 
 def search_problem(
@@ -220,25 +227,23 @@ def search_problem(
     length_drop_ratio_bound: float = 0.2,
     split: str = "search",
     batch_size: int = 64,
+    cache_bytes: int = DEFAULT_MAX_BYTES,
 ) -> SearchProblem:
     """Fitness = the task metric on ``split``; cost = mean real-token MACs on ``split``.
 
     The bounds are the LengthDrop training's: its smallest configuration and the full
     model. The fingerprint ties a search store to these weights and this data.
+    Evaluations share the layers of common length prefixes through a ``PrefixCache`` of
+    ``cache_bytes`` (0: none); the scores are the same either way.
     """
     features, _ = task_data.split(split)
     metric = primary_metric(task_data)
     mode, max_length = model.config.length_mode, task_data.max_length
-    real_lengths = data_lib.sequence_lengths(features).tolist()
-    task_type = model.config.task_type
+    cache = PrefixCache(cache_bytes) if cache_bytes > 0 else None
 
     def evaluate(config: tuple[int, ...]) -> float:
         lengths = to_model_lengths(config, mode, max_length)
-        return evaluate_model(model, task_data, split, lengths, batch_size)[metric]
-
-    def cost(config: tuple[int, ...]) -> float:
-        lengths = to_model_lengths(config, mode, max_length)
-        return example_macs(model.hf_config, real_lengths, lengths, mode, task_type)
+        return evaluate_model(model, task_data, split, lengths, batch_size, cache)[metric]
 
     fingerprint = {
         "model": str(Path(model_dir).resolve().name),
@@ -253,11 +258,12 @@ def search_problem(
     }
     return SearchProblem(
         evaluate=evaluate,
-        cost=cost,
+        cost=macs_function(model, task_data, split),
         lower=smallest_config(model.num_layers, max_length, length_drop_ratio_bound),
         upper=full_config(model.num_layers, max_length),
         max_length=max_length,
         fingerprint=fingerprint,
+        cache=cache,
     )
 
 
@@ -312,20 +318,26 @@ def frontier_from_search(
     )
 
 
+def macs_function(
+    model: LengthAdaptiveModel, task_data: TaskData, split: str = "dev"
+) -> Callable[[Sequence[int]], float]:
+    """grid configuration -> mean real-token MACs per example of ``split``."""
+    features, _ = task_data.split(split)
+    mode, max_length = model.config.length_mode, task_data.max_length
+    real_lengths = data_lib.sequence_lengths(features).tolist()
+
+    def macs(grid: Sequence[int]) -> float:
+        lengths = to_model_lengths(grid, mode, max_length)
+        return example_macs(model.hf_config, real_lengths, lengths, mode, model.config.task_type)
+
+    return macs
+
+
 def split_macs(
     model: LengthAdaptiveModel, task_data: TaskData, grid: Sequence[int], split: str = "dev"
 ) -> float:
     """Mean real-token MACs per example of ``split`` at a grid configuration."""
-    features, _ = task_data.split(split)
-    mode, max_length = model.config.length_mode, task_data.max_length
-    lengths = to_model_lengths(grid, mode, max_length)
-    return example_macs(
-        model.hf_config,
-        data_lib.sequence_lengths(features).tolist(),
-        lengths,
-        mode,
-        model.config.task_type,
-    )
+    return macs_function(model, task_data, split)(grid)
 
 
 def curve_point(

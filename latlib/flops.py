@@ -47,6 +47,14 @@ def layer_macs(tokens_in: int, tokens_out: int, hidden: int, ffn: int) -> int:
     return 3 * a * hidden * hidden + 2 * a * a * hidden + b * hidden * hidden + 2 * b * hidden * ffn
 
 
+def ffn_size(hf_config) -> int:
+    """The feed-forward width: ``intermediate_size`` (BERT, RoBERTa), ``hidden_dim`` (DistilBERT)."""
+    size = getattr(hf_config, "intermediate_size", None) or getattr(hf_config, "hidden_dim", None)
+    if size is None:
+        raise ValueError(f"cannot find the feed-forward width in a {type(hf_config).__name__}")
+    return size
+
+
 def head_macs(hf_config, task_type: str, input_length: int) -> int:
     """MACs of the task head: pooler + classifier, or the span projection at every position."""
     hidden = hf_config.hidden_size
@@ -83,7 +91,7 @@ def model_macs(
 ) -> MacsBreakdown:
     """MACs of one unpadded example of ``input_length`` tokens at a length configuration."""
     counts = token_counts(input_length, length_config, mode, hf_config.num_hidden_layers)
-    hidden, ffn = hf_config.hidden_size, hf_config.intermediate_size
+    hidden, ffn = hf_config.hidden_size, ffn_size(hf_config)
     layers = tuple(
         layer_macs(a, b, hidden, ffn) for a, b in zip(counts[:-1], counts[1:], strict=True)
     )

@@ -1,12 +1,14 @@
-"""The length-adaptive encoder, over the transformers library's own BERT modules.
+"""The length-adaptive encoder, over the transformers library's own modules.
 
 ``LengthAdaptiveModel`` holds an ordinary transformers task model (``backbone``, e.g. a
 ``BertForSequenceClassification``) and runs its embeddings, layers and head itself so
 that tokens can be dropped between the attention and the feed-forward sub-layer of any
 layer (PoWER-BERT's significance, Kim & Cho's LengthDrop). No modeling file is forked:
-each layer is driven through its public sub-modules (``attention.self.query`` ...,
-``attention.output``, ``intermediate``, ``output``), so any BERT-family checkpoint loads
-and the saved folder stays a plain transformers checkpoint.
+each layer is driven through its public sub-modules, which a small ``Layout`` per model
+family names (BERT: ``attention.self.query`` ..., ``attention.output``, ``intermediate``,
+``output``; DistilBERT: ``attention.q_lin`` ..., ``sa_layer_norm``, ``ffn``), so any
+BERT, RoBERTa or DistilBERT checkpoint loads and the saved folder stays a plain
+transformers checkpoint.
 
 One layer, with ``a`` tokens in and ``b`` tokens out (B batch, h heads, d head size)::
 
@@ -48,7 +50,105 @@ from .lengths import LENGTH_MODES, LengthMode, validate_length_config
 CONFIG_NAME = "length_adaptive_config.json"
 TaskType = Literal["classification", "span"]
 TASK_TYPES: tuple[str, ...] = ("classification", "span")
-SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("bert",)
+
+
+class Layout:
+    """Where a BERT-style model family keeps the parts the wrapper drives (BERT here).
+
+    Every method takes the library's own modules; none re-implements one. A family whose
+    modules are named or wired differently overrides the methods that differ.
+    """
+
+    def layers(self, base: nn.Module) -> nn.ModuleList:
+        return base.encoder.layer
+
+    def embed(
+        self, base: nn.Module, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None
+    ) -> torch.Tensor:
+        return base.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)  # [B, L, H]
+
+    def qkv(self, layer: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module]:
+        attention = layer.attention.self
+        return attention.query, attention.key, attention.value
+
+    def attention_output(
+        self, layer: nn.Module, context: torch.Tensor, hidden: torch.Tensor
+    ) -> torch.Tensor:
+        """Out-projection, residual and LayerNorm."""
+        return layer.attention.output(context, hidden)
+
+    def feed_forward(self, layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        """FFN, residual and LayerNorm."""
+        return layer.output(layer.intermediate(hidden), hidden)
+
+    def attention_dropout(self, hf_config: Any) -> float:
+        return hf_config.attention_probs_dropout_prob
+
+    def check_classification(self, backbone: PreTrainedModel) -> None:
+        if getattr(backbone.base_model, "pooler", None) is None:
+            raise ValueError("classification needs the backbone's pooler; this checkpoint has none")
+
+    def classify(self, backbone: PreTrainedModel, sequence: torch.Tensor) -> torch.Tensor:
+        pooled = backbone.base_model.pooler(sequence)  # reads slot 0, which is [CLS]
+        return backbone.classifier(backbone.dropout(pooled))  # [B, num_labels]
+
+    def span(self, backbone: PreTrainedModel, sequence: torch.Tensor) -> torch.Tensor:
+        return backbone.qa_outputs(sequence)  # [B, L, 2]
+
+
+class RobertaLayout(Layout):
+    """RoBERTa: BERT's layers; its classification head reads ``<s>`` itself, no pooler."""
+
+    def check_classification(self, backbone: PreTrainedModel) -> None:
+        pass
+
+    def classify(self, backbone: PreTrainedModel, sequence: torch.Tensor) -> torch.Tensor:
+        return backbone.classifier(sequence[:, :1])  # the head reads slot 0
+
+
+class DistilBertLayout(Layout):
+    """DistilBERT: no token types, the out-projection inside the attention module,
+    ``[CLS]`` -> ``pre_classifier`` -> ReLU for classification, dropout before the span head."""
+
+    def layers(self, base: nn.Module) -> nn.ModuleList:
+        return base.transformer.layer
+
+    def embed(
+        self, base: nn.Module, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None
+    ) -> torch.Tensor:
+        return base.embeddings(input_ids)  # [B, L, H]; DistilBERT has no segment embeddings
+
+    def qkv(self, layer: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module]:
+        return layer.attention.q_lin, layer.attention.k_lin, layer.attention.v_lin
+
+    def attention_output(
+        self, layer: nn.Module, context: torch.Tensor, hidden: torch.Tensor
+    ) -> torch.Tensor:
+        return layer.sa_layer_norm(layer.attention.out_lin(context) + hidden)
+
+    def feed_forward(self, layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        return layer.output_layer_norm(layer.ffn(hidden) + hidden)
+
+    def attention_dropout(self, hf_config: Any) -> float:
+        return hf_config.attention_dropout
+
+    def check_classification(self, backbone: PreTrainedModel) -> None:
+        pass
+
+    def classify(self, backbone: PreTrainedModel, sequence: torch.Tensor) -> torch.Tensor:
+        pooled = F.relu(backbone.pre_classifier(sequence[:, 0]))  # [B, H]
+        return backbone.classifier(backbone.dropout(pooled))
+
+    def span(self, backbone: PreTrainedModel, sequence: torch.Tensor) -> torch.Tensor:
+        return backbone.qa_outputs(backbone.dropout(sequence))
+
+
+LAYOUTS: dict[str, Layout] = {
+    "bert": Layout(),
+    "roberta": RobertaLayout(),
+    "distilbert": DistilBertLayout(),
+}
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(LAYOUTS)
 
 
 @dataclass
@@ -122,6 +222,22 @@ class EncoderOutput:
     token_masks: tuple[torch.Tensor, ...] = field(default_factory=tuple)
 
 
+@dataclass
+class EncoderState:
+    """The encoder between two layers (``start`` -> ``step`` ... -> ``finish``).
+
+    ``hidden`` [B, l, H], ``mask``/``positions`` [B, l] for the l slots alive now;
+    ``input_mask`` [B, L] is the input's attention mask; ``restored`` [B, L + 1, H] holds
+    the last vector of every input position (Drop-and-Restore), or None.
+    """
+
+    hidden: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+    input_mask: torch.Tensor
+    restored: torch.Tensor | None = None
+
+
 class LengthAdaptiveModel(nn.Module):
     """A transformers BERT-family task model that runs at any per-layer sequence length.
 
@@ -139,13 +255,13 @@ class LengthAdaptiveModel(nn.Module):
         self.backbone = backbone
         self.config = config
         self.frontier: Frontier | None = None  # set by a search; see set_budget
-        base = backbone.base_model
+        self.layout = LAYOUTS[model_type]
         hf_config = backbone.config
         self.num_heads = hf_config.num_attention_heads
         self.head_size = hf_config.hidden_size // hf_config.num_attention_heads
-        self.attention_dropout = hf_config.attention_probs_dropout_prob
-        if config.task_type == "classification" and getattr(base, "pooler", None) is None:
-            raise ValueError("classification needs the backbone's pooler; this checkpoint has none")
+        self.attention_dropout = self.layout.attention_dropout(hf_config)
+        if config.task_type == "classification":
+            self.layout.check_classification(backbone)
 
     # ------------------------------------------------------------------ loading / saving
     @classmethod
@@ -230,12 +346,8 @@ class LengthAdaptiveModel(nn.Module):
     # Properties, not attributes: registering the backbone's modules a second time would
     # put every weight twice in state_dict() and confuse checkpointing.
     @property
-    def embeddings(self) -> nn.Module:
-        return self.backbone.base_model.embeddings
-
-    @property
     def layers(self) -> nn.ModuleList:
-        return self.backbone.base_model.encoder.layer
+        return self.layout.layers(self.backbone.base_model)
 
     @property
     def hf_config(self) -> Any:
@@ -262,25 +374,33 @@ class LengthAdaptiveModel(nn.Module):
     ) -> LengthAdaptiveClassifierOutput | LengthAdaptiveSpanOutput:
         """Run the task model; ``length_config=None`` uses ``config.length_config``
         (full length when that is None too). ``layer_keep`` is LayerDrop's mask."""
-        is_span = self.config.task_type == "span"
         encoded = self.encode(
             input_ids,
             attention_mask,
             token_type_ids,
             length_config=length_config,
             layer_keep=layer_keep,
-            restore=is_span,
+            restore=self.config.task_type == "span",
             output_hidden_states=output_hidden_states,
             length_mode=length_mode,
         )
-        trace = {
-            "hidden_states": encoded.hidden_states,
-            "token_positions": encoded.token_positions if output_hidden_states else None,
-            "token_masks": encoded.token_masks if output_hidden_states else None,
-        }
-        sequence = encoded.last_hidden_state
-        if is_span:
-            logits = self.backbone.qa_outputs(sequence)  # [B, L, 2]
+        output = self.head(encoded.last_hidden_state, labels, start_positions, end_positions)
+        if output_hidden_states:
+            output.hidden_states = encoded.hidden_states
+            output.token_positions = encoded.token_positions
+            output.token_masks = encoded.token_masks
+        return output
+
+    def head(
+        self,
+        sequence: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+    ) -> LengthAdaptiveClassifierOutput | LengthAdaptiveSpanOutput:
+        """The task head on the encoder's last hidden state (restored, for span tasks)."""
+        if self.config.task_type == "span":
+            logits = self.layout.span(self.backbone, sequence)  # [B, L, 2]
             start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, -1))
             loss = None
             if start_positions is not None and end_positions is not None:
@@ -295,12 +415,11 @@ class LengthAdaptiveModel(nn.Module):
                     )
                 ) / 2
             return LengthAdaptiveSpanOutput(
-                loss=loss, start_logits=start_logits, end_logits=end_logits, **trace
+                loss=loss, start_logits=start_logits, end_logits=end_logits
             )
-        pooled = self.backbone.base_model.pooler(sequence)  # reads slot 0, which is [CLS]
-        logits = self.backbone.classifier(self.backbone.dropout(pooled))
+        logits = self.layout.classify(self.backbone, sequence)  # [B, num_labels]
         loss = F.cross_entropy(logits, labels) if labels is not None else None
-        return LengthAdaptiveClassifierOutput(loss=loss, logits=logits, **trace)
+        return LengthAdaptiveClassifierOutput(loss=loss, logits=logits)
 
     def encode(
         self,
@@ -314,55 +433,24 @@ class LengthAdaptiveModel(nn.Module):
         length_mode: LengthMode | None = None,
     ) -> EncoderOutput:
         """The encoder alone: embeddings, then every layer with token selection."""
-        batch, input_length = input_ids.shape
         mode = length_mode or self.config.length_mode
-        if length_config is None:
-            length_config = self.config.length_config
-        if length_config is not None:
-            length_config = validate_length_config(
-                length_config, self.num_layers, mode, input_length=input_length
-            )
+        length_config = self.resolve_length_config(length_config, mode, input_ids.size(1))
         if layer_keep is not None and len(layer_keep) != self.num_layers:
             raise ValueError(
                 f"layer_keep has {len(layer_keep)} entries but the model has {self.num_layers} layers"
             )
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        mask = attention_mask.bool()  # [B, L]
-        padding = ~mask
-        real_lengths = mask.sum(-1)  # [B]
-        positions = torch.arange(input_length, device=input_ids.device).expand(batch, -1)
-
-        hidden = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)  # [B, L, H]
-        # A dropped token keeps the vector of the last layer that fully processed it; the
-        # extra last column is a sink for slots that hold no surviving token.
-        restored = (
-            torch.cat([hidden, hidden.new_zeros(batch, 1, hidden.size(-1))], 1) if restore else None
-        )
-        all_hidden = [hidden] if output_hidden_states else None
+        state = self.start(input_ids, attention_mask, token_type_ids, restore)
+        all_hidden = [state.hidden] if output_hidden_states else None
         token_positions, token_masks = [], []
-        for index, layer in enumerate(self.layers):
-            if layer_keep is not None and not layer_keep[index]:
-                token_positions.append(positions)
-                token_masks.append(mask)
-                if all_hidden is not None:
-                    all_hidden.append(hidden)
-                continue
-            keep = None if length_config is None else length_config[index]
-            keep_counts = self._keep_counts(keep, mode, mask, real_lengths)
-            if restore and keep_counts is not None:
-                restored.scatter_(1, self._restore_index(positions, mask, padding, hidden), hidden)
-            hidden, mask, positions = self._layer_forward(
-                layer, hidden, mask, positions, keep_counts
-            )
-            token_positions.append(positions)
-            token_masks.append(mask)
+        for index in range(self.num_layers):
+            if layer_keep is None or layer_keep[index]:
+                keep = None if length_config is None else length_config[index]
+                state = self.step(index, state, keep, mode)
+            token_positions.append(state.positions)
+            token_masks.append(state.mask)
             if all_hidden is not None:
-                all_hidden.append(hidden)
-        if restore:
-            restored.scatter_(1, self._restore_index(positions, mask, padding, hidden), hidden)
-            hidden = restored[:, :input_length]
-            mask = attention_mask.bool()
+                all_hidden.append(state.hidden)
+        hidden, mask = self.finish(state)
         return EncoderOutput(
             last_hidden_state=hidden,
             attention_mask=mask,
@@ -370,6 +458,63 @@ class LengthAdaptiveModel(nn.Module):
             token_positions=tuple(token_positions),
             token_masks=tuple(token_masks),
         )
+
+    def resolve_length_config(
+        self, length_config: Sequence[float] | None, mode: LengthMode, input_length: int
+    ) -> tuple | None:
+        """The configuration a forward pass runs: the given one, else ``config.length_config``
+        (None: full length), checked against this model and input."""
+        if length_config is None:
+            length_config = self.config.length_config
+        if length_config is None:
+            return None
+        return validate_length_config(
+            length_config, self.num_layers, mode, input_length=input_length
+        )
+
+    # The encoder in three steps, so that a caller can stop after any layer and go on
+    # later from the saved state (``prefix_cache`` shares layers between configurations).
+    def start(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        restore: bool = False,
+    ) -> EncoderState:
+        """The embeddings, as the state before the first layer."""
+        batch, input_length = input_ids.shape
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        mask = attention_mask.bool()  # [B, L]
+        hidden = self.layout.embed(self.backbone.base_model, input_ids, token_type_ids)  # [B, L, H]
+        # A dropped token keeps the vector of the last layer that fully processed it; the
+        # extra last column is a sink for slots that hold no surviving token.
+        restored = (
+            torch.cat([hidden, hidden.new_zeros(batch, 1, hidden.size(-1))], 1) if restore else None
+        )
+        positions = torch.arange(input_length, device=input_ids.device).expand(batch, -1)
+        return EncoderState(hidden, mask, positions, mask, restored)
+
+    def step(
+        self, index: int, state: EncoderState, keep: float | None, mode: LengthMode
+    ) -> EncoderState:
+        """Layer ``index`` keeping ``keep`` (a ratio or a token count; None: every token)."""
+        keep_counts = self._keep_counts(keep, mode, state.mask, state.input_mask.sum(-1))
+        restored = state.restored  # updated in place: a caller keeping a state copies it
+        if restored is not None and keep_counts is not None:
+            restored.scatter_(1, self._restore_index(state), state.hidden)
+        hidden, mask, positions = self._layer_forward(
+            self.layers[index], state.hidden, state.mask, state.positions, keep_counts
+        )
+        return EncoderState(hidden, mask, positions, state.input_mask, restored)
+
+    def finish(self, state: EncoderState) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last hidden state and its mask: survivors only, or every input position
+        (dropped ones restored) for span tasks."""
+        if state.restored is None:
+            return state.hidden, state.mask
+        state.restored.scatter_(1, self._restore_index(state), state.hidden)
+        return state.restored[:, : state.input_mask.size(1)], state.input_mask
 
     # ------------------------------------------------------------------ internals
     def _keep_counts(
@@ -382,9 +527,13 @@ class LengthAdaptiveModel(nn.Module):
         current = mask.size(1)
         if mode == "absolute":
             return None if keep >= current else int(keep)
-        counts = torch.ceil(real_lengths * keep - 1e-9).clamp(min=1).long()  # ratio_keep_count
+        counts = ratio_keep_counts(keep, real_lengths)
         if bool((counts >= mask.sum(-1)).all()):
             return None
+        if counts.numel() == 1 or bool((counts == counts[0]).all() and mask.all()):
+            # One example (or equal lengths, no padding): the same top-k as the per-example
+            # path, without its masks and index juggling, which dominate at batch size 1.
+            return int(counts[0])
         return counts
 
     def _layer_forward(
@@ -396,11 +545,10 @@ class LengthAdaptiveModel(nn.Module):
         keep_counts: torch.Tensor | int | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch, length, _ = hidden.shape
-        self_attention = layer.attention.self
         # [B, L, H] -> [B, h, L, d]
         q, k, v = (
             proj(hidden).view(batch, length, self.num_heads, self.head_size).transpose(1, 2)
-            for proj in (self_attention.query, self_attention.key, self_attention.value)
+            for proj in self.layout.qkv(layer)
         )
         dropout = self.attention_dropout if self.training else 0.0
         all_real = bool(mask.all())
@@ -413,7 +561,10 @@ class LengthAdaptiveModel(nn.Module):
                 scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(scores.dtype).min)
             probs = scores.softmax(-1)
             # Attention each token receives, over heads and *real* queries only.
-            significance = torch.einsum("bhqk,bq->bk", probs, mask.to(probs.dtype))  # [B, L]
+            if all_real:
+                significance = probs.sum(dim=(1, 2))  # [B, L]
+            else:
+                significance = torch.einsum("bhqk,bq->bk", probs, mask.to(probs.dtype))
             context = F.dropout(probs, dropout, self.training) @ v
         context = context.transpose(1, 2).reshape(batch, length, -1)  # [B, L, H]
 
@@ -421,23 +572,23 @@ class LengthAdaptiveModel(nn.Module):
             index, mask, positions = self._select(significance, mask, positions, keep_counts)
             context = _gather_rows(context, index)
             hidden = _gather_rows(hidden, index)
-        hidden = layer.attention.output(context, hidden)  # out-proj, residual, LayerNorm
-        hidden = layer.output(layer.intermediate(hidden), hidden)  # FFN, residual, LayerNorm
+        hidden = self.layout.attention_output(layer, context, hidden)  # out-proj, residual, LN
+        hidden = self.layout.feed_forward(layer, hidden)  # FFN, residual, LayerNorm
         return hidden, mask, positions
 
     @staticmethod
-    def _restore_index(
-        positions: torch.Tensor, mask: torch.Tensor, padding: torch.Tensor, like: torch.Tensor
-    ) -> torch.Tensor:
+    def _restore_index(state: EncoderState) -> torch.Tensor:
         """Scatter index [B, k, H] for Drop-and-Restore.
 
         A masked slot holding a real token (ratio mode: dropped for this example only) goes
         to the sink column so it cannot overwrite that token's restored vector; padding
         positions are written back as computed, as the library's model does.
         """
-        to_sink = ~mask & ~padding.gather(1, positions)
+        padding = ~state.input_mask
+        to_sink = ~state.mask & ~padding.gather(1, state.positions)
         sink = padding.size(1)
-        return positions.masked_fill(to_sink, sink)[..., None].expand(-1, -1, like.size(-1))
+        index = state.positions.masked_fill(to_sink, sink)
+        return index[..., None].expand(-1, -1, state.hidden.size(-1))
 
     def _select(
         self,
@@ -451,7 +602,9 @@ class LengthAdaptiveModel(nn.Module):
         Padding scores -inf so a real token is never dropped while padding is kept;
         ``[CLS]`` (always slot 0, since order is kept) scores +inf when forced.
         """
-        significance = significance.masked_fill(~mask, float("-inf"))
+        all_real = bool(mask.all())
+        if not all_real:
+            significance = significance.masked_fill(~mask, float("-inf"))
         if self.config.keep_cls:
             significance[:, 0] = float("inf")
         if isinstance(keep_counts, int):
@@ -468,10 +621,15 @@ class LengthAdaptiveModel(nn.Module):
         if slot_valid is not None:
             slot_valid = index < mask.size(1)
             index = index.remainder(mask.size(1))
-        new_mask = mask.gather(1, index)
+        new_mask = mask[:, :width] if all_real else mask.gather(1, index)
         if slot_valid is not None:
             new_mask = new_mask & slot_valid
         return index, new_mask, positions.gather(1, index)
+
+
+def ratio_keep_counts(keep: float, real_lengths: torch.Tensor) -> torch.Tensor:
+    """Tokens each example keeps at ratio ``keep`` (``lengths.ratio_keep_count``, batched)."""
+    return torch.ceil(real_lengths * keep - 1e-9).clamp(min=1).long()  # [B]
 
 
 def _gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -73,6 +73,7 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "constant_rates": list,
         "random_search": bool,
         "eval_batch_size": int,
+        "cache_mb": int,
     },
     "evaluate": {"tolerance": float},
 }
@@ -198,6 +199,8 @@ def task_params(params: dict[str, Any], task: str) -> TaskParams:
         raise ValueError(f"model.length_mode must be 'ratio' or 'absolute' ({task})")
     if merged["data"]["search_on"] not in ("held_out", "dev"):
         raise ValueError(f"data.search_on must be 'held_out' or 'dev' ({task})")
+    if merged["search"]["cache_mb"] < 0:
+        raise ValueError(f"search.cache_mb must be >= 0 (0: no prefix cache) ({task})")
     for rate in merged["search"]["constant_rates"]:
         if not 0 < float(rate) <= 1:
             raise ValueError(f"search.constant_rates must lie in (0, 1], got {rate} ({task})")

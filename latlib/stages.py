@@ -36,6 +36,7 @@ from .lengths import constant_rate_config, full_config, smallest_config, to_mode
 from .model import LengthAdaptiveModel
 from .params import TaskParams, source_digest
 from .search import EvaluatedConfig, SearchStore, evolutionary_search, random_search
+from .train import is_main_process
 
 # The curves of the paper's Figure 2, plus random search (same number of evaluations).
 STANDARD_CONSTANT = "standard + constant rate"
@@ -135,6 +136,8 @@ def _train_stage(
         init_from, data, length_mode=params.model["length_mode"], seed=section["seed"]
     )
     result = train_model(model, data, config, batch_size=section["batch_size"])
+    if not is_main_process():
+        return {}  # a secondary process of a distributed run: the main one does the rest
     _replace_dir(run_dir / "model", save_to)
     model.eval()
     metric = primary_metric(data)
@@ -194,6 +197,7 @@ def search(params: TaskParams, paths: TaskPaths, progress: bool = False) -> dict
         params.lengthdrop["length_drop_ratio_bound"],
         split,
         section["eval_batch_size"],
+        cache_bytes=section["cache_mb"] << 20,
     )
     # Keyed by what the scores depend on (weights, data), not by the search's own knobs:
     # a search with other sizes or another seed reuses every evaluation already made.
@@ -251,6 +255,9 @@ def search(params: TaskParams, paths: TaskPaths, progress: bool = False) -> dict
             "evaluations_per_minute": 60
             * len(evolutionary.evaluated)
             / max(evolutionary.seconds, 1e-9),
+            "prefix_cache_layer_reuse": problem.cache.stats.reuse_fraction
+            if problem.cache is not None
+            else None,
         },
     )
     return summary
@@ -298,7 +305,10 @@ def evaluate(params: TaskParams, paths: TaskPaths) -> dict[str, Any]:
         ]
     curves = {name: points for name, points in curves.items() if points}
     full = full_config(num_layers, max_length)
-    standard_full = curve_point(STANDARD_CONSTANT, standard, data, full, batch_size=batch)
+    standard_full = next(
+        (p for p in curves.get(STANDARD_CONSTANT, []) if p.config == full),
+        None,
+    ) or curve_point(STANDARD_CONSTANT, standard, data, full, batch_size=batch)
     lat_full = curve_point("LAT", lat, data, full, frontier.full_dev_score)
     metric = primary_metric(data)
 

@@ -15,6 +15,12 @@ Checkpoints (``accelerate``'s ``save_state``: model, optimiser, scheduler, every
 plus the LengthDrop sampler) are written atomically every ``checkpoint_every`` steps and
 at the end; a run started again in the same ``output_dir`` resumes from the newest one
 and ends with the same weights as an uninterrupted run.
+
+Under ``accelerate launch`` with N processes the loader still yields *global* batches
+(the same on every process) and each process trains on every N-th row of each, so the
+global batch, and the LengthDrop sub-models (drawn from one seeded stream on every
+process), are those of a one-process run. Only the main process writes files; the
+logged losses are averaged over processes.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import time
@@ -33,7 +40,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
@@ -323,8 +330,18 @@ def train(
 
     total_steps = config.max_steps or math.ceil(config.num_epochs * steps_per_epoch)
     set_seed(config.seed)
+    layer_drop = config.length_drop is not None and config.length_drop.layer_dropout_prob > 0
+    launched = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun / accelerate launch
     accelerator = Accelerator(
-        cpu=config.cpu, gradient_accumulation_steps=config.gradient_accumulation_steps
+        # accelerate forms a CPU process group only when told to run on the CPU
+        cpu=config.cpu or (launched > 1 and not torch.cuda.is_available()),
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        # LayerDrop skips whole layers, so with several processes some weights get no
+        # gradient in a step; DDP must be told to expect that.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=layer_drop)],
+        # Each global batch is split across processes (``_shard``), so the scheduler
+        # steps once per optimiser step, not once per process.
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
     )
     optimizer = torch.optim.AdamW(
         _parameter_groups(model, config.weight_decay), lr=config.learning_rate
@@ -332,6 +349,12 @@ def train(
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(config.warmup_ratio * total_steps), total_steps
     )
+    if accelerator.num_processes != launched:
+        raise RuntimeError(
+            f"{launched} processes were launched but accelerate sees {accelerator.num_processes}; "
+            "each would train alone. Launch with `accelerate launch` or `torchrun`, and check "
+            "the backend (gloo on CPUs, nccl on GPUs)"
+        )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     sampler = _SamplerState(config.seed)
     accelerator.register_for_checkpointing(sampler)
@@ -342,16 +365,18 @@ def train(
         global_step = resume_state["global_step"]
         start_epoch, skip_batches = resume_state["epoch"], resume_state["batch_in_epoch"]
         logger.info("resumed from %s at step %d", checkpoint, global_step)
+    main = accelerator.is_main_process
     output_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = output_dir / "metrics.jsonl"
     history = _read_history(metrics_path, up_to_step=global_step)
-    _write_history(metrics_path, history)
+    if main:
+        _write_history(metrics_path, history)
 
     model.train()
     progress = tqdm(
         total=total_steps,
         initial=global_step,
-        disable=not config.progress,
+        disable=not config.progress or not accelerator.is_local_main_process,
         desc="train",
         unit="step",
     )
@@ -367,7 +392,11 @@ def train(
         for batch_in_epoch, batch in enumerate(batches):
             if batch_in_epoch < skip_batches:
                 continue
-            batch = {k: v.to(accelerator.device) for k, v in batch.items() if k != "index"}
+            batch = _shard(
+                {k: v.to(accelerator.device) for k, v in batch.items() if k != "index"},
+                accelerator.process_index,
+                accelerator.num_processes,
+            )
             with accelerator.accumulate(model):
                 window.append(_loss_terms(model, batch, accelerator, config.length_drop, sampler))
                 if accelerator.sync_gradients:
@@ -386,13 +415,14 @@ def train(
                     "step": global_step,
                     "epoch": epoch + (batch_in_epoch + 1) / len(train_loader),
                     "learning_rate": scheduler.get_last_lr()[0],
-                    **{k: sum(w.get(k, 0.0) for w in window) / len(window) for k in window[0]},
+                    **_mean_over_processes(accelerator, window),
                     "steps_per_second": steps_this_run / elapsed,
                     "elapsed_seconds": elapsed,
                 }
                 window = []
                 history.append(row)
-                _append_history(metrics_path, row)
+                if main:
+                    _append_history(metrics_path, row)
                 progress.set_postfix(loss=f"{row['loss']:.4f}")
             finished = global_step >= total_steps
             if global_step % config.checkpoint_every == 0 or finished:
@@ -424,6 +454,42 @@ def train(
         resumed_from=Path(checkpoint) if checkpoint is not None else None,
         history=history,
     )
+
+
+def is_main_process() -> bool:
+    """True unless this is a secondary process of a distributed run (which must not write
+    the files the main one writes)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return True
+
+
+def _shard(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:
+    """This process's rows of a global batch: every ``world``-th row from ``rank``."""
+    if world == 1:
+        return batch
+    rows = next(iter(batch.values())).size(0)
+    if rows < world:
+        raise ValueError(
+            f"a batch of {rows} rows cannot feed {world} processes; use a batch_size of at "
+            f"least {world} (it is the global batch, split across processes)"
+        )
+    return {name: values[rank::world] for name, values in batch.items()}
+
+
+def _mean_over_processes(
+    accelerator: Accelerator, window: list[dict[str, float]]
+) -> dict[str, float]:
+    """The loss terms of the steps since the last log, averaged over steps and processes."""
+    names = list(window[0])
+    means = torch.tensor(
+        [sum(w.get(name, 0.0) for w in window) / len(window) for name in names],
+        dtype=torch.float64,
+        device=accelerator.device,
+    )
+    if accelerator.num_processes > 1:
+        means = accelerator.reduce(means, reduction="mean")
+    return dict(zip(names, means.tolist(), strict=True))
 
 
 def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -470,12 +536,21 @@ def _save_checkpoint(
     batch_in_epoch: int,
     config: TrainConfig,
 ) -> Path:
-    """Write to a temporary folder, then rename: a crash never leaves half a checkpoint."""
+    """Write to a temporary folder, then rename: a crash never leaves half a checkpoint.
+
+    Every process takes part (each saves its own RNG state); the main one moves files."""
     final = output_dir / f"{CHECKPOINT_PREFIX}{global_step}"
     staging = output_dir / f".{CHECKPOINT_PREFIX}{global_step}.partial"
-    if staging.exists():
-        shutil.rmtree(staging)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+    accelerator.wait_for_everyone()
     accelerator.save_state(str(staging))
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return final
     state = {
         "global_step": global_step,
         "epoch": epoch,

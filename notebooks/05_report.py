@@ -37,3 +37,21 @@ for task, metrics in report["metrics"].items():
         }
     )
 pd.DataFrame(rows).set_index("task").T
+
+# %% [markdown]
+# ## Ablations
+#
+# Each part of LengthDrop switched off in turn (stage `ablations`, notebook 7), on the
+# task named in `params.yaml` (`ablations.task`): short runs with one seed, so small
+# differences are noise.
+
+# %%
+from pathlib import Path
+
+from latlib.ablation import reading
+
+ablation_file = Path("results/ablations/table.csv")
+ablation_table = pd.read_csv(ablation_file) if ablation_file.is_file() else pd.DataFrame()
+for line in reading(ablation_table):
+    print(line)
+ablation_table

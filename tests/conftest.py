@@ -56,6 +56,39 @@ def tiny_bert_config(num_layers: int = 4, num_labels: int = 3, **overrides):
     return BertConfig(**settings)
 
 
+FAMILIES = ("bert", "roberta", "distilbert")
+
+
+def tiny_config(family: str = "bert", num_layers: int = 4, num_labels: int = 3, **overrides):
+    """A random model of another supported family with the same sizes as tiny_bert_config."""
+    if family == "bert":
+        return tiny_bert_config(num_layers, num_labels, **overrides)
+    if family == "roberta":
+        from transformers import RobertaConfig
+
+        settings = tiny_bert_config(num_layers, num_labels).to_dict()
+        settings.pop("model_type", None)
+        settings.update(pad_token_id=1, **overrides)
+        return RobertaConfig(**settings)
+    if family == "distilbert":
+        from transformers import DistilBertConfig
+
+        settings = dict(
+            vocab_size=120,
+            dim=32,
+            n_layers=num_layers,
+            n_heads=4,
+            hidden_dim=64,
+            max_position_embeddings=64,
+            num_labels=num_labels,
+            dropout=0.1,
+            attention_dropout=0.1,
+        )
+        settings.update(overrides)
+        return DistilBertConfig(**settings)
+    raise ValueError(f"unknown family {family!r}")
+
+
 def random_batch(batch: int, lengths: list[int], vocab: int = 120, seed: int = 0):
     """input_ids/attention_mask/token_type_ids, right-padded to max(lengths), [CLS]=101 % vocab."""
     generator = torch.Generator().manual_seed(seed)

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import random_batch, tiny_bert_config
+from conftest import FAMILIES, random_batch, tiny_config
 from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
 
 from latlib import LengthAdaptiveConfig, LengthAdaptiveModel
@@ -15,10 +15,10 @@ from latlib import LengthAdaptiveConfig, LengthAdaptiveModel
 TOL = 1e-5
 
 
-def tiny_model(task_type="classification", num_layers=4, **config):
+def tiny_model(task_type="classification", num_layers=4, family="bert", **config):
     torch.manual_seed(0)
     model = LengthAdaptiveModel.from_config(
-        tiny_bert_config(num_layers, num_labels=3 if task_type == "classification" else 2),
+        tiny_config(family, num_layers, num_labels=3 if task_type == "classification" else 2),
         LengthAdaptiveConfig(task_type=task_type, **config),
     )
     return model.eval()
@@ -33,6 +33,9 @@ def plain_twin(model: LengthAdaptiveModel, attn_implementation: str = "sdpa"):
     )
     twin = auto.from_config(model.hf_config, attn_implementation=attn_implementation)
     twin.load_state_dict(model.backbone.state_dict())
+    if model.hf_config.model_type == "distilbert":  # its forward takes no token_type_ids
+        forward = twin.forward
+        twin.forward = lambda token_type_ids=None, **inputs: forward(**inputs)
     return twin.eval()
 
 
@@ -90,9 +93,10 @@ def test_full_length_matches_library_span_embedded(embedded_span, tokenizer):
     assert (ours.end_logits - theirs.end_logits).abs().max() <= TOL
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("task_type", ["classification", "span"])
-def test_full_length_matches_library_random_config(task_type):
-    model = tiny_model(task_type)
+def test_full_length_matches_library_random_config(task_type, family):
+    model = tiny_model(task_type, family=family)
     batch = random_batch(3, [12, 7, 3])
     twin = plain_twin(model, "eager")
     with torch.no_grad():
@@ -129,8 +133,9 @@ def layer0_significance(model, batch):
     return (attentions * query_mask[:, None, :, None]).sum(dim=(1, 2))  # [B, L]
 
 
-def test_selection_absolute_keeps_top_k_with_cls():
-    model = tiny_model("classification", length_mode="absolute")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_selection_absolute_keeps_top_k_with_cls(family):
+    model = tiny_model("classification", length_mode="absolute", family=family)
     batch = random_batch(3, [14, 14, 9])
     significance = layer0_significance(model, batch)
     keep = 6
@@ -214,11 +219,12 @@ def test_padding_independence_ratio_mode_span():
 # ---------------------------------------------------------------- drop-and-restore
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize(
     "mode,config", [("absolute", (9, 7, 7, 3)), ("ratio", (0.7, 0.5, 0.5, 0.2))]
 )
-def test_drop_and_restore_puts_last_vectors_back(mode, config):
-    model = tiny_model("span", length_mode=mode)
+def test_drop_and_restore_puts_last_vectors_back(mode, config, family):
+    model = tiny_model("span", length_mode=mode, family=family)
     lengths = [12, 12, 7]
     batch = random_batch(3, lengths, seed=3)
     with torch.no_grad():
@@ -312,9 +318,10 @@ def test_invalid_model_config_raises():
 # ---------------------------------------------------------------- save / load
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("task_type", ["classification", "span"])
-def test_save_load_round_trip(tmp_path, task_type):
-    model = tiny_model(task_type, length_mode="absolute", max_length=32)
+def test_save_load_round_trip(tmp_path, task_type, family):
+    model = tiny_model(task_type, length_mode="absolute", max_length=32, family=family)
     model.config.length_config = (10, 8, 8, 5)
     model.save_pretrained(tmp_path)
     loaded = LengthAdaptiveModel.from_pretrained(tmp_path).eval()

@@ -23,8 +23,8 @@ def test_the_committed_params_are_the_default_profile():
     ).read_text()
 
 
-def test_the_four_profiles_exist():
-    assert PROFILES == ["cpu-full", "default", "paper", "smoke"]
+def test_the_profiles_exist():
+    assert PROFILES == ["cpu-full", "default", "paper", "paper-distilbert", "smoke"]
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -48,6 +48,9 @@ def test_paper_profile_uses_the_reference_backbones_and_settings():
     assert sst2.model["backbone"] == "bert-base-cased"
     assert squad.model["backbone"] == "bert-base-uncased"
     assert squad.data["max_length"] == 384 and squad.data["doc_stride"] == 128
+    distil = load_params(REPO_ROOT / "profiles" / "paper-distilbert.yaml")
+    assert task_params(distil, "sst2").model["backbone"] == "distilbert-base-cased"
+    assert task_params(distil, "squad").model["backbone"] == "distilbert-base-uncased"
     assert sst2.finetune["learning_rate"] == 2e-5 and squad.finetune["learning_rate"] == 5e-5
     assert sst2.lengthdrop["num_epochs"] == 5.0
     assert (sst2.search["population_size"], sst2.search["mutation_size"]) == (20, 30)

@@ -84,8 +84,8 @@ def lock_outputs(project: Path) -> dict[str, list[str]]:
 
 def test_every_stage_ran_and_every_declared_output_exists(project):
     outputs = lock_outputs(project)
-    expected = {f"{stage}@{task}" for stage in PER_TASK_STAGES for task in TASKS} | {"report"}
-    assert set(outputs) == expected
+    expected = {f"{stage}@{task}" for stage in PER_TASK_STAGES for task in TASKS}
+    assert set(outputs) == expected | {"ablations", "report"}
     for stage, paths in outputs.items():
         for path in paths:
             assert (project / path).exists(), f"{stage} declared {path} but did not write it"
@@ -163,7 +163,26 @@ def test_changing_a_search_parameter_reruns_only_search_and_what_follows(project
         changed = set(json.loads(dvc(project, "status", "--json")))
     finally:
         params_file.write_text(original)
-    assert changed == {f"{stage}@{task}" for stage in ("search", "evaluate") for task in TASKS}
+    # The bench times the search, and the ablations run searches of their own.
+    expected = {f"{stage}@{task}" for stage in ("search", "evaluate", "bench") for task in TASKS}
+    assert changed == expected | {"ablations"}
+
+
+def test_ablations_compare_every_variant(project):
+    import pandas as pd
+
+    params = yaml.safe_load((project / "params.yaml").read_text())["ablations"]
+    table = pd.read_csv(project / "results" / "ablations" / "table.csv")
+    assert list(table["variant"]) == list(params["variants"])
+    assert table["hypervolume"].ge(0).all() and table["frontier_size"].ge(1).all()
+    assert table["accuracy_full"].between(0, 100).all()
+    report = json.loads((project / "notebooks" / "executed" / "05_report.ipynb").read_text())
+    printed = "".join(
+        "".join(output.get("text", ""))
+        for cell in report["cells"]
+        for output in cell.get("outputs", [])
+    )
+    assert "loses the most" in printed  # the report reads the ablation table
 
 
 def test_explore_notebook_runs_on_the_pipeline_outputs(project):
@@ -224,3 +243,7 @@ def test_bench_tables_hold_the_cases_side_by_side(project):
             assert "latlib, full length" in set(rows["case"])
             assert (rows["flops_ratio"] >= 1.0 - 1e-9).all()
             assert (rows["efficiency"] > 0).all()
+        search = pd.read_csv(project / "results" / "bench" / f"{task}-search.csv")
+        assert list(search["path"]) == ["every layer", "prefix cache"]
+        assert search["same_scores"].all()  # the cache never changes a score
+        assert search["evaluations"].nunique() == 1 and search["evaluations"].iloc[0] > 0

@@ -1,0 +1,268 @@
+"""Does each part of LengthDrop matter? One variant per part switched off or changed.
+
+Every variant starts from the same fine-tuned model, trains LengthDrop for the same
+number of steps with the ``lengthdrop`` section of params.yaml plus its own changes,
+then runs the same (small) evolutionary search on the search split. Variants are
+compared on the dev set: accuracy at full length and at the smallest trained
+configuration, the dev frontier, and its hypervolume against one reference point shared
+by all variants (so the numbers compare across rows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .compare import CurvePoint, cheapest_within, curve_hypervolume
+from .experiment import (
+    TaskData,
+    build_model,
+    curve_point,
+    evaluate_model,
+    primary_metric,
+    search_problem,
+    train_model,
+)
+from .lengths import full_config, smallest_config, to_model_lengths
+from .params import TaskParams, source_digest, task_params
+from .search import SearchStore, evolutionary_search
+from .train import LengthDropConfig
+
+_TRAINING_SOURCES = ("train.py", "model.py", "lengths.py", "data.py", "experiment.py")
+_SEARCH_KEYS = ("population_size", "mutation_size", "crossover_size", "iterations")
+# What a variant may change: LengthDrop's own knobs and its optimiser's.
+VARIANT_KEYS = frozenset(
+    {f.name for f in fields(LengthDropConfig)} | {"learning_rate", "warmup_ratio", "seed"}
+)
+
+
+@dataclass(frozen=True)
+class AblationSettings:
+    """The ``ablations`` section of params.yaml."""
+
+    task: str
+    max_steps: int
+    search: dict[str, int]
+    variants: dict[str, dict[str, Any]]
+
+    @classmethod
+    def from_params(cls, section: dict[str, Any], tasks: list[str]) -> AblationSettings:
+        known = {"task", "max_steps", "search", "variants"}
+        unknown = set(section) - known
+        if unknown:
+            raise ValueError(f"unknown key(s) ablations.{sorted(unknown)}; known: {sorted(known)}")
+        missing = known - set(section)
+        if missing:
+            raise ValueError(f"ablations lacks {sorted(missing)}")
+        if section["task"] not in tasks:
+            raise ValueError(
+                f"ablations.task {section['task']!r} is not in tasks {tasks}: the ablations "
+                "start from that task's fine-tuned model"
+            )
+        if not isinstance(section["max_steps"], int) or section["max_steps"] < 1:
+            raise ValueError(
+                f"ablations.max_steps must be a positive int, got {section['max_steps']!r}"
+            )
+        search = section["search"] or {}
+        if set(search) != set(_SEARCH_KEYS):
+            raise ValueError(f"ablations.search must set exactly {list(_SEARCH_KEYS)}")
+        variants = section["variants"] or {}
+        if len(variants) < 2:
+            raise ValueError("ablations.variants needs at least two variants to compare")
+        for name, changes in variants.items():
+            bad = set(changes or {}) - VARIANT_KEYS
+            if bad:
+                raise ValueError(
+                    f"ablations.variants.{name} changes {sorted(bad)}, which are not LengthDrop "
+                    f"settings; allowed: {sorted(VARIANT_KEYS)}"
+                )
+        return cls(
+            task=section["task"],
+            max_steps=section["max_steps"],
+            search={k: int(search[k]) for k in _SEARCH_KEYS},
+            variants={name: dict(changes or {}) for name, changes in variants.items()},
+        )
+
+
+def variant_params(params: TaskParams, changes: dict[str, Any], max_steps: int) -> TaskParams:
+    """The task's parameters with the variant's LengthDrop changes and step budget."""
+    lengthdrop = {**params.lengthdrop, **changes, "max_steps": max_steps}
+    lengthdrop["checkpoint_every"] = min(lengthdrop["checkpoint_every"], max_steps)
+    changed = replace(params, lengthdrop=lengthdrop)
+    changed.train_config("lengthdrop", output_dir=".").validate(batches_per_epoch=1)
+    return changed
+
+
+def run_variant(
+    name: str,
+    params: TaskParams,
+    settings: AblationSettings,
+    data: TaskData,
+    standard_model: Any,
+    runs: Any,
+    training_sources: list[Any],
+) -> dict[str, Any]:
+    """Train, search and score one variant; checkpoints and the search store live in a
+    run folder keyed by its parameters and the training code, so a killed stage resumes."""
+    section = params.lengthdrop
+    digest = params.digest(
+        "model", "data", "finetune", "lengthdrop", extra=source_digest(training_sources)
+    )
+    run_dir = runs / f"ablation-{name}-{digest}"
+    config = params.train_config("lengthdrop", run_dir, progress=False)
+    model = build_model(
+        standard_model, data, length_mode=params.model["length_mode"], seed=section["seed"]
+    )
+    result = train_model(model, data, config, batch_size=section["batch_size"])
+    model.eval()
+    batch = params.search["eval_batch_size"]
+    split = "dev" if params.data["search_on"] == "dev" else "search"
+    problem = search_problem(
+        model,
+        data,
+        run_dir / "model",
+        section["length_drop_ratio_bound"],
+        split,
+        batch,
+        cache_bytes=params.search["cache_mb"] << 20,
+    )
+    searched = evolutionary_search(
+        problem.evaluate,
+        problem.cost,
+        problem.lower,
+        problem.upper,
+        problem.max_length,
+        SearchStore(run_dir / "search.jsonl", problem.fingerprint),
+        mutation_prob=params.search["mutation_prob"],
+        seed=params.search["seed"],
+        progress=False,
+        **settings.search,
+    )
+    metric = primary_metric(data)
+    smallest = smallest_config(
+        model.num_layers, data.max_length, section["length_drop_ratio_bound"]
+    )
+    smallest_lengths = to_model_lengths(smallest, model.config.length_mode, data.max_length)
+    return {
+        "variant": name,
+        "steps": result.global_step,
+        "full": curve_point(name, model, data, full_config(model.num_layers, data.max_length)),
+        "smallest_score": evaluate_model(model, data, "dev", smallest_lengths, batch)[metric],
+        "frontier": [
+            curve_point(name, model, data, point.config, batch_size=batch)
+            for point in searched.frontier
+        ],
+        "evaluations": len(searched.evaluated),
+        "seconds": result.seconds + searched.seconds,
+    }
+
+
+def ablation_table(
+    outcomes: list[dict[str, Any]],
+    settings: AblationSettings,
+    metric: str,
+    standard_score: float,
+    tolerance: float,
+) -> pd.DataFrame:
+    """One row per variant; hypervolumes share one reference point (full-length MACs,
+    the lowest dev score of any variant's frontier). The FLOPs reduction is that of the
+    cheapest frontier point within ``tolerance`` of the standard model, as in the main
+    table."""
+    all_points = [p for o in outcomes for p in o["frontier"]]
+    reference = (
+        max(o["full"].macs for o in outcomes) * 1.0001,
+        min(p.score for p in all_points),
+    )
+    rows = []
+    for outcome in outcomes:
+        full: CurvePoint = outcome["full"]
+        cheapest = cheapest_within(outcome["frontier"], standard_score, tolerance)
+        rows.append(
+            {
+                "variant": outcome["variant"],
+                "changes": " ".join(
+                    f"{k}={v}" for k, v in settings.variants[outcome["variant"]].items()
+                )
+                or "(as configured)",
+                f"{metric}_full": full.score,
+                f"{metric}_smallest": outcome["smallest_score"],
+                "hypervolume": curve_hypervolume(outcome["frontier"], *reference),
+                "frontier_size": len(outcome["frontier"]),
+                "evaluations": outcome["evaluations"],
+                f"flops_reduction_within_{tolerance}": (
+                    full.macs / cheapest.macs if cheapest is not None else None
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def reading(table: pd.DataFrame, metric: str = "accuracy") -> list[str]:
+    """Sentences on an ablation table, each variant against the first (the reference)."""
+    if len(table) < 2:
+        return []
+    reference, others = table.iloc[0], table.iloc[1:]
+    lines = []
+    for _, row in others.iterrows():
+        lines.append(
+            f"{row['variant']} ({row['changes']}): hypervolume "
+            f"{row['hypervolume'] - reference['hypervolume']:+.3f}, full length "
+            f"{row[f'{metric}_full'] - reference[f'{metric}_full']:+.2f} points, smallest "
+            f"configuration {row[f'{metric}_smallest'] - reference[f'{metric}_smallest']:+.2f}"
+        )
+    worst = others.loc[others["hypervolume"].idxmin()]
+    best = others.loc[others["hypervolume"].idxmax()]
+    summary = (
+        f"Against {reference['variant']} (hypervolume {reference['hypervolume']:.3f}), "
+        f"{worst['variant']} loses the most ({worst['hypervolume']:.3f})"
+    )
+    if best["hypervolume"] > reference["hypervolume"]:
+        summary += f" and {best['variant']} does better ({best['hypervolume']:.3f})"
+    return [summary + ".", *lines]
+
+
+def ablation_stage(raw_params: dict[str, Any], root: str | Path = ".") -> dict[str, Any]:
+    """The pipeline's ablations stage: every variant of the ``ablations`` section, then
+    ``results/ablations/{table,curves}`` and ``figures/ablations.{png,svg}``."""
+    from . import plots
+    from .stages import TaskPaths, read_json, task_data
+
+    settings = AblationSettings.from_params(raw_params.get("ablations") or {}, raw_params["tasks"])
+    base = task_params(raw_params, settings.task)
+    variants = {
+        name: variant_params(base, changes, settings.max_steps)
+        for name, changes in settings.variants.items()
+    }  # every variant checked before any training
+    paths = TaskPaths(settings.task, Path(root))
+    if not paths.standard_model.is_dir():
+        raise FileNotFoundError(
+            f"{paths.standard_model} is missing: run the finetune stage of {settings.task} first"
+        )
+    data = task_data(base, paths.standard_model, with_train=True)
+    sources = [Path(__file__).parent / name for name in _TRAINING_SOURCES]
+    outcomes = []
+    for name, params in variants.items():
+        print(f"ablation {name}: {settings.variants[name] or 'as configured'}", flush=True)
+        outcomes.append(
+            run_variant(name, params, settings, data, paths.standard_model, paths.runs, sources)
+        )
+    metric = primary_metric(data)
+    standard = read_json(paths.results / "finetune.json")[f"dev_{metric}_full"]
+    table = ablation_table(outcomes, settings, metric, standard, base.evaluate["tolerance"])
+    table.insert(0, "task", settings.task)
+    curves = {o["variant"]: [*o["frontier"], o["full"]] for o in outcomes}
+    curves_table = pd.DataFrame([asdict(p) for points in curves.values() for p in points])
+    curves_table["config"] = curves_table["config"].map(lambda c: " ".join(map(str, c)))
+    out = paths.root / "results" / "ablations"
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "table.csv", index=False)
+    (out / "table.md").write_text(table.to_markdown(index=False, floatfmt=".3f") + "\n")
+    curves_table.to_csv(out / "curves.csv", index=False)
+    figure = plots.pareto_figure(
+        curves, f"{settings.task}: LengthDrop ablations ({settings.max_steps} steps each)", metric
+    )
+    plots.save_figure(figure, paths.figures / "ablations")
+    return {"table": table, "curves": curves_table, "figure": figure, "standard": standard}
