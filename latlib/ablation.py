@@ -17,21 +17,22 @@ from typing import Any
 import pandas as pd
 
 from .compare import CurvePoint, cheapest_within, curve_hypervolume
-from .experiment import (
-    TaskData,
-    build_model,
-    curve_point,
-    evaluate_model,
-    primary_metric,
-    search_problem,
-    train_model,
+from .experiment import TaskData, curve_point, primary_metric
+from .lengths import full_config
+from .params import TaskParams, task_params
+from .search import SearchStore
+from .stages import (
+    TaskPaths,
+    params_evolutionary_search,
+    params_search_problem,
+    read_json,
+    smallest_score,
+    task_data,
+    train_from,
+    training_run_dir,
 )
-from .lengths import full_config, smallest_config, to_model_lengths
-from .params import TaskParams, source_digest, task_params
-from .search import SearchStore, evolutionary_search
 from .train import LengthDropConfig
 
-_TRAINING_SOURCES = ("train.py", "model.py", "lengths.py", "data.py", "experiment.py")
 _SEARCH_KEYS = ("population_size", "mutation_size", "crossover_size", "iterations")
 # What a variant may change: LengthDrop's own knobs and its optimiser's.
 VARIANT_KEYS = frozenset(
@@ -97,60 +98,23 @@ def variant_params(params: TaskParams, changes: dict[str, Any], max_steps: int) 
 
 
 def run_variant(
-    name: str,
-    params: TaskParams,
-    settings: AblationSettings,
-    data: TaskData,
-    standard_model: Any,
-    runs: Any,
-    training_sources: list[Any],
+    name: str, params: TaskParams, settings: AblationSettings, data: TaskData, paths: TaskPaths
 ) -> dict[str, Any]:
     """Train, search and score one variant; checkpoints and the search store live in a
     run folder keyed by its parameters and the training code, so a killed stage resumes."""
-    section = params.lengthdrop
-    digest = params.digest(
-        "model", "data", "finetune", "lengthdrop", extra=source_digest(training_sources)
-    )
-    run_dir = runs / f"ablation-{name}-{digest}"
-    config = params.train_config("lengthdrop", run_dir, progress=False)
-    model = build_model(
-        standard_model, data, length_mode=params.model["length_mode"], seed=section["seed"]
-    )
-    result = train_model(model, data, config, batch_size=section["batch_size"])
+    run_dir = training_run_dir(params, paths, "lengthdrop", prefix=f"ablation-{name}")
+    model, result = train_from(params, "lengthdrop", paths.standard_model, data, run_dir)
     model.eval()
+    problem = params_search_problem(params, model, data, run_dir / "model")
+    store = SearchStore(run_dir / "search.jsonl", problem.fingerprint)
+    searched = params_evolutionary_search(params, problem, store, **settings.search)
     batch = params.search["eval_batch_size"]
-    split = "dev" if params.data["search_on"] == "dev" else "search"
-    problem = search_problem(
-        model,
-        data,
-        run_dir / "model",
-        section["length_drop_ratio_bound"],
-        split,
-        batch,
-        cache_bytes=params.search["cache_mb"] << 20,
-    )
-    searched = evolutionary_search(
-        problem.evaluate,
-        problem.cost,
-        problem.lower,
-        problem.upper,
-        problem.max_length,
-        SearchStore(run_dir / "search.jsonl", problem.fingerprint),
-        mutation_prob=params.search["mutation_prob"],
-        seed=params.search["seed"],
-        progress=False,
-        **settings.search,
-    )
-    metric = primary_metric(data)
-    smallest = smallest_config(
-        model.num_layers, data.max_length, section["length_drop_ratio_bound"]
-    )
-    smallest_lengths = to_model_lengths(smallest, model.config.length_mode, data.max_length)
+    _, smallest = smallest_score(model, data, params.lengthdrop["length_drop_ratio_bound"], batch)
     return {
         "variant": name,
         "steps": result.global_step,
         "full": curve_point(name, model, data, full_config(model.num_layers, data.max_length)),
-        "smallest_score": evaluate_model(model, data, "dev", smallest_lengths, batch)[metric],
+        "smallest_score": smallest,
         "frontier": [
             curve_point(name, model, data, point.config, batch_size=batch)
             for point in searched.frontier
@@ -228,7 +192,6 @@ def ablation_stage(raw_params: dict[str, Any], root: str | Path = ".") -> dict[s
     """The pipeline's ablations stage: every variant of the ``ablations`` section, then
     ``results/ablations/{table,curves}`` and ``figures/ablations.{png,svg}``."""
     from . import plots
-    from .stages import TaskPaths, read_json, task_data
 
     settings = AblationSettings.from_params(raw_params.get("ablations") or {}, raw_params["tasks"])
     base = task_params(raw_params, settings.task)
@@ -242,13 +205,10 @@ def ablation_stage(raw_params: dict[str, Any], root: str | Path = ".") -> dict[s
             f"{paths.standard_model} is missing: run the finetune stage of {settings.task} first"
         )
     data = task_data(base, paths.standard_model, with_train=True)
-    sources = [Path(__file__).parent / name for name in _TRAINING_SOURCES]
     outcomes = []
     for name, params in variants.items():
         print(f"ablation {name}: {settings.variants[name] or 'as configured'}", flush=True)
-        outcomes.append(
-            run_variant(name, params, settings, data, paths.standard_model, paths.runs, sources)
-        )
+        outcomes.append(run_variant(name, params, settings, data, paths))
     metric = primary_metric(data)
     standard = read_json(paths.results / "finetune.json")[f"dev_{metric}_full"]
     table = ablation_table(outcomes, settings, metric, standard, base.evaluate["tolerance"])

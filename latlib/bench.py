@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -334,38 +334,20 @@ def search_speed(params: Any, paths: Any, iterations: int, data: Any) -> pd.Data
     configuration the same (they run the same operations on the same tensors)."""
     import tempfile
 
-    from .experiment import search_problem
-    from .search import SearchStore, evolutionary_search
+    from .search import SearchStore
+    from .stages import params_evolutionary_search, params_search_problem
 
-    section = params.search
-    split = "dev" if params.data["search_on"] == "dev" else "search"
     model = LengthAdaptiveModel.from_pretrained(paths.anytime_model).eval()
     rows, scores = [], {}
-    for path, cache_mb in (("every layer", 0), ("prefix cache", section["cache_mb"])):
-        problem = search_problem(
-            model,
-            data,
-            paths.anytime_model,
-            params.lengthdrop["length_drop_ratio_bound"],
-            split,
-            section["eval_batch_size"],
-            cache_bytes=cache_mb << 20,
-        )
+    for path, cache_mb in (("every layer", 0), ("prefix cache", params.search["cache_mb"])):
+        with_cache = replace(params, search={**params.search, "cache_mb": cache_mb})
+        problem = params_search_problem(with_cache, model, data, paths.anytime_model)
         with tempfile.TemporaryDirectory() as scratch:
-            result = evolutionary_search(
-                problem.evaluate,
-                problem.cost,
-                problem.lower,
-                problem.upper,
-                problem.max_length,
+            result = params_evolutionary_search(
+                params,
+                problem,
                 SearchStore(Path(scratch) / "store.jsonl", problem.fingerprint),
-                population_size=section["population_size"],
-                mutation_size=section["mutation_size"],
-                mutation_prob=section["mutation_prob"],
-                crossover_size=section["crossover_size"],
                 iterations=iterations,
-                seed=section["seed"],
-                progress=False,
             )
         scores[path] = [(r.config, r.score) for r in result.evaluated]
         rows.append(

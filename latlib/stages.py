@@ -21,6 +21,7 @@ from . import plots
 from .anytime import FRONTIER_FILE
 from .compare import CurvePoint, curve_hypervolume, summary_rows
 from .experiment import (
+    SearchProblem,
     TaskData,
     build_model,
     curve_point,
@@ -35,8 +36,14 @@ from .experiment import (
 from .lengths import constant_rate_config, full_config, smallest_config, to_model_lengths
 from .model import LengthAdaptiveModel
 from .params import TaskParams, source_digest
-from .search import EvaluatedConfig, SearchStore, evolutionary_search, random_search
-from .train import is_main_process
+from .search import (
+    EvaluatedConfig,
+    SearchResult,
+    SearchStore,
+    evolutionary_search,
+    random_search,
+)
+from .train import TrainResult, is_main_process
 
 # The curves of the paper's Figure 2, plus random search (same number of evaluations).
 STANDARD_CONSTANT = "standard + constant rate"
@@ -117,25 +124,87 @@ def _replace_dir(source: Path, destination: Path) -> None:
     shutil.copytree(source, destination)
 
 
-def _training_run_dir(params: TaskParams, paths: TaskPaths, stage: str) -> Path:
-    """Same parameters and same training code -> same folder, so a killed stage resumes."""
+def training_run_dir(
+    params: TaskParams, paths: TaskPaths, stage: str, prefix: str | None = None
+) -> Path:
+    """Same parameters and same training code -> same folder, so a killed stage resumes.
+    ``prefix`` (default: the stage) names the folder, e.g. one per ablation variant."""
     here = Path(__file__).parent
     code = source_digest([here / name for name in _TRAINING_SOURCES])
     sections = ("model", "data", "finetune") + (("lengthdrop",) if stage == "lengthdrop" else ())
-    return paths.runs / f"{stage}-{params.digest(*sections, extra=code)}"
+    return paths.runs / f"{prefix or stage}-{params.digest(*sections, extra=code)}"
+
+
+def train_from(
+    params: TaskParams, stage: str, init_from: str | Path, data: TaskData, run_dir: Path
+) -> tuple[LengthAdaptiveModel, TrainResult]:
+    """A model built from ``init_from``, trained with the ``stage`` section in ``run_dir``
+    (resumed from its last checkpoint there)."""
+    section = getattr(params, stage)
+    model = build_model(
+        init_from, data, length_mode=params.model["length_mode"], seed=section["seed"]
+    )
+    config = params.train_config(stage, run_dir)
+    return model, train_model(model, data, config, batch_size=section["batch_size"])
+
+
+def smallest_score(
+    model: LengthAdaptiveModel, data: TaskData, ratio_bound: float, batch_size: int
+) -> tuple[tuple[int, ...], float]:
+    """LengthDrop's smallest configuration and its dev score."""
+    smallest = smallest_config(model.num_layers, data.max_length, ratio_bound)
+    lengths = to_model_lengths(smallest, model.config.length_mode, data.max_length)
+    score = evaluate_model(model, data, "dev", lengths, batch_size)[primary_metric(data)]
+    return smallest, score
+
+
+def params_search_problem(
+    params: TaskParams, model: LengthAdaptiveModel, data: TaskData, model_dir: str | Path
+) -> SearchProblem:
+    """``search_problem`` with the settings of params.yaml (split, bound, batch, cache)."""
+    return search_problem(
+        model,
+        data,
+        model_dir,
+        params.lengthdrop["length_drop_ratio_bound"],
+        "dev" if params.data["search_on"] == "dev" else "search",
+        params.search["eval_batch_size"],
+        cache_bytes=params.search["cache_mb"] << 20,
+    )
+
+
+def params_evolutionary_search(
+    params: TaskParams,
+    problem: SearchProblem,
+    store: SearchStore,
+    progress: bool = False,
+    **sizes: int,
+) -> SearchResult:
+    """``evolutionary_search`` with the ``search`` section's sizes, seed and mutation
+    probability; ``sizes`` overrides some (population_size, iterations, ...)."""
+    section = params.search
+    names = ("population_size", "mutation_size", "crossover_size", "iterations")
+    return evolutionary_search(
+        problem.evaluate,
+        problem.cost,
+        problem.lower,
+        problem.upper,
+        problem.max_length,
+        store,
+        mutation_prob=section["mutation_prob"],
+        seed=section["seed"],
+        progress=progress,
+        **{**{name: section[name] for name in names}, **sizes},
+    )
 
 
 def _train_stage(
     params: TaskParams, paths: TaskPaths, stage: str, init_from: str | Path, save_to: Path
 ) -> dict[str, Any]:
     section = getattr(params, stage)
-    run_dir = _training_run_dir(params, paths, stage)
-    config = params.train_config(stage, run_dir)
+    run_dir = training_run_dir(params, paths, stage)
     data = task_data(params, init_from, with_train=True)
-    model = build_model(
-        init_from, data, length_mode=params.model["length_mode"], seed=section["seed"]
-    )
-    result = train_model(model, data, config, batch_size=section["batch_size"])
+    model, result = train_from(params, stage, init_from, data, run_dir)
     if not is_main_process():
         return {}  # a secondary process of a distributed run: the main one does the rest
     _replace_dir(run_dir / "model", save_to)
@@ -151,14 +220,9 @@ def _train_stage(
         f"dev_{metric}_full": evaluate_model(model, data, "dev", None, batch)[metric],
     }
     if stage == "lengthdrop":
-        smallest = smallest_config(
-            model.num_layers, data.max_length, section["length_drop_ratio_bound"]
-        )
-        lengths = to_model_lengths(smallest, model.config.length_mode, data.max_length)
+        smallest, score = smallest_score(model, data, section["length_drop_ratio_bound"], batch)
         metrics["smallest_config"] = list(smallest)
-        metrics[f"dev_{metric}_smallest"] = evaluate_model(model, data, "dev", lengths, batch)[
-            metric
-        ]
+        metrics[f"dev_{metric}_smallest"] = score
     write_json(paths.results / f"{stage}.json", metrics)
     _record_timing(
         paths,
@@ -190,30 +254,17 @@ def search(params: TaskParams, paths: TaskPaths, progress: bool = False) -> dict
     split = "dev" if params.data["search_on"] == "dev" else "search"
     model = LengthAdaptiveModel.from_pretrained(paths.lat_model).eval()
     data = task_data(params, paths.lat_model, with_train=False)
-    problem = search_problem(
-        model,
-        data,
-        paths.lat_model,
-        params.lengthdrop["length_drop_ratio_bound"],
-        split,
-        section["eval_batch_size"],
-        cache_bytes=section["cache_mb"] << 20,
-    )
+    problem = params_search_problem(params, model, data, paths.lat_model)
     # Keyed by what the scores depend on (weights, data), not by the search's own knobs:
     # a search with other sizes or another seed reuses every evaluation already made.
     store_dir = paths.runs / f"search-{params.digest(extra=problem.fingerprint)}"
     store_dir.mkdir(parents=True, exist_ok=True)
     bounds = (problem.evaluate, problem.cost, problem.lower, problem.upper, problem.max_length)
-    evolutionary = evolutionary_search(
-        *bounds,
+    evolutionary = params_evolutionary_search(
+        params,
+        problem,
         SearchStore(store_dir / "evolutionary.jsonl", problem.fingerprint),
-        population_size=section["population_size"],
-        mutation_size=section["mutation_size"],
-        mutation_prob=section["mutation_prob"],
-        crossover_size=section["crossover_size"],
-        iterations=section["iterations"],
-        seed=section["seed"],
-        progress=progress,
+        progress,
     )
     random_frontier: list[EvaluatedConfig] = []
     random_seconds = 0.0
