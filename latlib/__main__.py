@@ -150,10 +150,14 @@ def _demo(args: argparse.Namespace) -> None:
 
 def _stage(args: argparse.Namespace) -> None:
     """One pipeline stage without its notebook (what the notebook calls, printed as JSON)."""
-    from . import stages
+    from . import distributed, stages
     from .params import load_params, task_params
 
     params = load_params(args.params)
+    if distributed.launched_processes() > 1:
+        distributed.init_processes()
+        if args.name in ("report", "bench") and not distributed.is_main_process():
+            return  # one process writes the report; timings are one process's
     if args.name == "report":
         result = stages.report(params["tasks"])
         print(json.dumps(result["metrics"], indent=2))
@@ -165,6 +169,11 @@ def _stage(args: argparse.Namespace) -> None:
         return
     if args.task is None:
         raise ValueError(f"the {args.name} stage needs --task (one of {params['tasks']})")
+    if args.name == "variance":
+        from .variance import variance_stage
+
+        print(variance_stage(params, args.task)["summary"].to_string(index=False))
+        return
     if args.name == "bench":
         from .bench import bench_stage
 
@@ -249,7 +258,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     stage.add_argument(
         "name",
-        choices=["finetune", "lengthdrop", "search", "evaluate", "bench", "ablations", "report"],
+        choices=[
+            "finetune",
+            "lengthdrop",
+            "search",
+            "evaluate",
+            "bench",
+            "ablations",
+            "variance",
+            "report",
+        ],
     )
     stage.add_argument("--task", default=None, choices=["sst2", "mnli", "squad"])
     stage.add_argument("--params", default="params.yaml")

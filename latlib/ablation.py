@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from .compare import CurvePoint, cheapest_within, curve_hypervolume
+from .distributed import is_main_process
 from .experiment import TaskData, curve_point, primary_metric
 from .lengths import full_config
 from .params import TaskParams, task_params
@@ -216,6 +217,8 @@ def ablation_stage(raw_params: dict[str, Any], root: str | Path = ".") -> dict[s
     curves = {o["variant"]: [*o["frontier"], o["full"]] for o in outcomes}
     curves_table = pd.DataFrame([asdict(p) for points in curves.values() for p in points])
     curves_table["config"] = curves_table["config"].map(lambda c: " ".join(map(str, c)))
+    if not is_main_process():  # every process trained and searched alike
+        return {"table": table, "curves": curves_table, "figure": None, "standard": standard}
     out = paths.root / "results" / "ablations"
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "table.csv", index=False)

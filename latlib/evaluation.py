@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from . import distributed
 from .metrics import accuracy, postprocess_span_predictions, squad_em_f1
 from .model import LengthAdaptiveModel
 from .prefix_cache import PrefixCache
@@ -28,13 +29,17 @@ def predict_logits(
     may come in any order (length-sorted for speed). Span logits are [rows, longest row],
     with ``-inf`` past each row's real tokens. With a ``cache`` (one per data set and
     batch order), layers whose lengths an earlier configuration shared are not rerun.
+    In a distributed run each process scores every N-th batch and all receive every row.
     """
     model.eval()
     device = next(model.parameters()).device
     is_span = model.config.task_type == "span"
     names = ("start_logits", "end_logits") if is_span else ("logits",)
     rows: dict[str, dict[int, np.ndarray]] = {name: {} for name in names}
+    rank, world = distributed.rank_and_world()
     for number, batch in enumerate(loader):
+        if number % world != rank:
+            continue
         rows_tensor = batch.pop("index")
         index = rows_tensor.tolist()
         inputs = {k: batch[k].to(device) for k in _MODEL_INPUTS if k in batch}
@@ -47,6 +52,11 @@ def predict_logits(
             values = getattr(out, name).float().cpu().numpy()
             for slot, row in enumerate(index):
                 rows[name][row] = values[slot, : real_lengths[slot]] if is_span else values[slot]
+    if world > 1:
+        rows = {
+            name: {row: v for part in distributed.gather(rows[name]) for row, v in part.items()}
+            for name in names
+        }
     count = len(rows[names[0]])
     if sorted(rows[names[0]]) != list(range(count)):
         raise ValueError(

@@ -197,3 +197,29 @@ def latency_figure(bench: pd.DataFrame, title: str = "") -> plt.Figure:
         figure.suptitle(title)
     figure.tight_layout()
     return _finished(figure)
+
+
+def seed_figure(per_seed: pd.DataFrame, title: str = "", metric: str = "accuracy") -> plt.Figure:
+    """Every seed's score on each row of the main table, with the mean and a one-standard-
+    deviation bar (``variance.variance_stage`` rows)."""
+    figure, ax = plt.subplots(figsize=(7.5, 0.6 * per_seed["model"].nunique() + 1.6))
+    sns.stripplot(data=per_seed, x="score", y="model", hue="seed", ax=ax, size=7, jitter=0.08)
+    sns.pointplot(
+        data=per_seed,
+        x="score",
+        y="model",
+        errorbar="sd",
+        color="black",
+        markers="|",
+        linestyles="none",
+        capsize=0.25,
+        ax=ax,
+    )
+    ax.set_xlabel(f"dev {metric}")
+    ax.set_ylabel("")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(title="seed", fontsize=8)
+    if title:
+        ax.set_title(title)
+    figure.tight_layout()
+    return _finished(figure)

@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -335,11 +336,17 @@ class SearchStore:
     a different model.  Every further line is one :class:`EvaluatedConfig`.  Each
     append is flushed and fsynced: a kill loses at most the evaluation in flight.
 
-    One writer at a time: two processes appending to the same file are not
-    coordinated.
+    One writer at a time. In a distributed run (``writer=None``) the main process
+    loads or creates the file first and writes it; the others then read it and keep
+    their records in memory only, so every process resumes from the same records.
     """
 
-    def __init__(self, path: str | os.PathLike[str], fingerprint: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fingerprint: dict[str, Any],
+        writer: bool | None = None,
+    ) -> None:
         self.path = Path(path)
         # Compare fingerprints as they will read back from JSON (tuples become
         # lists, keys are strings), so an identical fingerprint always matches.
@@ -352,10 +359,17 @@ class SearchStore:
         if not isinstance(self.fingerprint, dict):
             raise TypeError("fingerprint must be a dict")
         self._records: dict[Config, EvaluatedConfig] = {}
-        if self.path.exists():
+        rank, world = _rank_and_world()
+        self.writer = rank == 0 if writer is None else writer
+        if self.writer:
+            if self.path.exists():
+                self._load()
+            else:
+                self._create()
+        if writer is None and world > 1:
+            _barrier()  # the main process has created, repaired or loaded the file
+        if not self.writer and self.path.exists():
             self._load()
-        else:
-            self._create()
 
     # -- file handling
 
@@ -398,6 +412,8 @@ class SearchStore:
             try:
                 rec = self._parse_record(line)
             except ValueError as exc:
+                if is_last and not self.writer:
+                    return  # a reader leaves the repair to the writer
                 if is_last:
                     # Killed in the middle of an append: drop the partial record and
                     # cut the file back so the next append starts on a fresh line.
@@ -420,7 +436,7 @@ class SearchStore:
             else:
                 self._records[rec.config] = rec
             good_bytes += len(line) + 1
-        if not ends_clean:
+        if not ends_clean and self.writer:
             # The last record parsed but lost its newline: add it back.
             with open(self.path, "ab") as f:
                 f.write(b"\n")
@@ -488,9 +504,13 @@ class SearchStore:
         return list(self._records.values())
 
     def add(self, record: EvaluatedConfig) -> None:
-        """Append one record and make it durable before returning."""
+        """Append one record and make it durable before returning (a reader only keeps it
+        in memory)."""
         if record.config in self._records:
             raise ValueError(f"configuration {record.config} is already in {self.path}")
+        if not self.writer:
+            self._records[record.config] = record
+            return
         line = json.dumps(record.to_json(), allow_nan=False) + "\n"
         # One write of one whole line, then fsync: a kill leaves either the full
         # record or a partial last line, which loading tolerates.
@@ -499,6 +519,22 @@ class SearchStore:
             f.flush()
             os.fsync(f.fileno())
         self._records[record.config] = record
+
+
+def _rank_and_world() -> tuple[int, int]:
+    # Without torch imported there is no process group; not importing it keeps the
+    # search pure Python for callers that never touch a model.
+    if "torch" not in sys.modules:
+        return 0, 1
+    from .distributed import rank_and_world
+
+    return rank_and_world()
+
+
+def _barrier() -> None:
+    from .distributed import barrier
+
+    barrier()
 
 
 # ----------------------------------------------------------------------- the search

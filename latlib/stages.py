@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import plots
+from . import distributed, plots
 from .anytime import FRONTIER_FILE
 from .compare import CurvePoint, curve_hypervolume, summary_rows
 from .experiment import (
@@ -205,9 +205,6 @@ def _train_stage(
     run_dir = training_run_dir(params, paths, stage)
     data = task_data(params, init_from, with_train=True)
     model, result = train_from(params, stage, init_from, data, run_dir)
-    if not is_main_process():
-        return {}  # a secondary process of a distributed run: the main one does the rest
-    _replace_dir(run_dir / "model", save_to)
     model.eval()
     metric = primary_metric(data)
     batch = section["eval_batch_size"]
@@ -223,6 +220,9 @@ def _train_stage(
         smallest, score = smallest_score(model, data, section["length_drop_ratio_bound"], batch)
         metrics["smallest_config"] = list(smallest)
         metrics[f"dev_{metric}_smallest"] = score
+    if not is_main_process():
+        return {}  # every process evaluated its share; the main one writes
+    _replace_dir(run_dir / "model", save_to)
     write_json(paths.results / f"{stage}.json", metrics)
     _record_timing(
         paths,
@@ -252,7 +252,8 @@ def search(params: TaskParams, paths: TaskPaths, progress: bool = False) -> dict
     beside a copy of the LAT model in ``models/<task>/anytime``."""
     section = params.search
     split = "dev" if params.data["search_on"] == "dev" else "search"
-    model = LengthAdaptiveModel.from_pretrained(paths.lat_model).eval()
+    progress = progress and is_main_process()
+    model = LengthAdaptiveModel.from_pretrained(paths.lat_model).eval().to(distributed.device())
     data = task_data(params, paths.lat_model, with_train=False)
     problem = params_search_problem(params, model, data, paths.lat_model)
     # Keyed by what the scores depend on (weights, data), not by the search's own knobs:
@@ -281,10 +282,6 @@ def search(params: TaskParams, paths: TaskPaths, progress: bool = False) -> dict
         model, data, problem, evolutionary.frontier, section["eval_batch_size"]
     )
     frontier.metadata["evaluations"] = len(evolutionary.evaluated)
-    paths.results.mkdir(parents=True, exist_ok=True)
-    frontier.save(paths.results / FRONTIER_FILE)
-    _replace_dir(paths.lat_model, paths.anytime_model)
-    frontier.save(paths.anytime_model / FRONTIER_FILE)
     summary = {
         "task": params.task,
         "split": split,
@@ -296,6 +293,12 @@ def search(params: TaskParams, paths: TaskPaths, progress: bool = False) -> dict
         "evolutionary_frontier": [_scored(p) for p in evolutionary.frontier],
         "random_frontier": [_scored(p) for p in random_frontier],
     }
+    if not is_main_process():
+        return summary  # every process searched alike; the main one writes
+    paths.results.mkdir(parents=True, exist_ok=True)
+    frontier.save(paths.results / FRONTIER_FILE)
+    _replace_dir(paths.lat_model, paths.anytime_model)
+    frontier.save(paths.anytime_model / FRONTIER_FILE)
     write_json(paths.results / "search.json", summary)
     _record_timing(
         paths,
@@ -324,10 +327,15 @@ def evaluate(params: TaskParams, paths: TaskPaths) -> dict[str, Any]:
     Pareto plots of one task."""
     tolerance = params.evaluate["tolerance"]
     batch = params.search["eval_batch_size"]
-    lat = LengthAdaptiveModel.from_pretrained(paths.anytime_model).eval()
-    standard = LengthAdaptiveModel.from_pretrained(
-        paths.standard_model, length_mode=lat.config.length_mode
-    ).eval()
+    device = distributed.device()
+    lat = LengthAdaptiveModel.from_pretrained(paths.anytime_model).eval().to(device)
+    standard = (
+        LengthAdaptiveModel.from_pretrained(
+            paths.standard_model, length_mode=lat.config.length_mode
+        )
+        .eval()
+        .to(device)
+    )
     data = task_data(params, paths.lat_model, with_train=False)
     searched = read_json(paths.results / "search.json")
     frontier = lat.frontier
@@ -375,10 +383,6 @@ def evaluate(params: TaskParams, paths: TaskPaths) -> dict[str, Any]:
     curves_table["config"] = curves_table["config"].map(lambda c: " ".join(map(str, c)))
     curves_table.insert(0, "task", params.task)
 
-    paths.results.mkdir(parents=True, exist_ok=True)
-    table.to_csv(paths.results / "table.csv", index=False)
-    (paths.results / "table.md").write_text(format_table(table, metric) + "\n")
-    curves_table.to_csv(paths.results / "curves.csv", index=False)
     cheapest = rows[-1]
     metrics = {
         "task": params.task,
@@ -394,6 +398,12 @@ def evaluate(params: TaskParams, paths: TaskPaths) -> dict[str, Any]:
         "evaluations": searched["evaluations"],
         "frontier_size": searched["frontier_size"],
     }
+    if not is_main_process():
+        return {"table": table, "curves": curves_table, "metrics": metrics, "figure": None}
+    paths.results.mkdir(parents=True, exist_ok=True)
+    table.to_csv(paths.results / "table.csv", index=False)
+    (paths.results / "table.md").write_text(format_table(table, metric) + "\n")
+    curves_table.to_csv(paths.results / "curves.csv", index=False)
     write_json(paths.results / "metrics.json", metrics)
     figure = plots.pareto_figure(
         curves, title=f"{params.task}: dev {metric} vs FLOPs", metric=metric
@@ -414,7 +424,36 @@ def format_table(table: pd.DataFrame, metric: str) -> str:
         shown[column] = shown[column].map(lambda v: f"{v:.2f}" if pd.notna(v) else "")
     for column in ("flops_reduction", "paper_flops_reduction"):
         shown[column] = shown[column].map(lambda v: f"{v:.2f}x" if pd.notna(v) else "")
+    if "seed_mean" in shown:
+        shown[f"{metric} over seeds"] = [
+            _mean_and_spread(mean, std, n)
+            for mean, std, n in zip(
+                shown["seed_mean"], shown["seed_std"], shown["seeds"], strict=True
+            )
+        ]
+        shown = shown.drop(columns=["seed_mean", "seed_std", "seeds"])
     return shown.to_markdown(index=False)
+
+
+def _mean_and_spread(mean: float, std: float, seeds: float) -> str:
+    if pd.isna(mean):
+        return ""
+    if pd.isna(std):
+        return f"{mean:.2f} (n=1)"
+    return f"{mean:.2f} ± {std:.2f} (n={int(seeds)})"
+
+
+def with_seed_spread(table: pd.DataFrame, paths: TaskPaths) -> pd.DataFrame:
+    """The main table with the variance stage's mean and standard deviation over seeds
+    (and their count) beside each row, when that stage has run."""
+    spread_file = paths.results / "variance.csv"
+    if not spread_file.is_file():
+        return table
+    spread = pd.read_csv(spread_file)[["model", "seeds", "mean", "std"]]
+    spread = spread.drop_duplicates("model").rename(
+        columns={"mean": "seed_mean", "std": "seed_std"}
+    )
+    return table.merge(spread, on="model", how="left")
 
 
 def report(tasks: list[str], root: Path = Path(".")) -> dict[str, Any]:
@@ -422,7 +461,7 @@ def report(tasks: list[str], root: Path = Path(".")) -> dict[str, Any]:
     tables, curves, metrics = [], [], {}
     for task in tasks:
         paths = TaskPaths(task, root)
-        tables.append(pd.read_csv(paths.results / "table.csv"))
+        tables.append(with_seed_spread(pd.read_csv(paths.results / "table.csv"), paths))
         curves.append(pd.read_csv(paths.results / "curves.csv"))
         metrics[task] = read_json(paths.results / "metrics.json")
     table = pd.concat(tables, ignore_index=True)

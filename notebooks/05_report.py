@@ -55,3 +55,26 @@ ablation_table = pd.read_csv(ablation_file) if ablation_file.is_file() else pd.D
 for line in reading(ablation_table):
     print(line)
 ablation_table
+
+# %% [markdown]
+# ## Variance over training seeds
+#
+# The column "over seeds" of the table above is the mean ± standard deviation of each
+# row over the seeds of `variance.seeds` plus the main run (stage `variance`, notebook 8):
+# each seed fine-tunes and LengthDrop-trains again and is scored at the same length
+# configurations. A difference between two rows smaller than about two standard
+# deviations is within what retraining alone moves.
+
+# %%
+spreads = [
+    pd.read_csv(path).assign(task=path.parent.name)
+    for path in sorted(Path("results/tasks").glob("*/variance.csv"))
+    if path.parent.name in params["tasks"]
+]
+spread = pd.concat(spreads, ignore_index=True) if spreads else pd.DataFrame(columns=["model"])
+for _, row in spread[spread["model"] == "LAT, full length"].iterrows():
+    print(
+        f"{row['task']}: LAT at full length is {row['delta_mean']:+.2f} ± {row['delta_std']:.2f} "
+        f"points from the same seed's standard model ({int(row['seeds'])} seeds)"
+    )
+spread

@@ -1,5 +1,6 @@
-"""Data-parallel training: 2 CPU processes (gloo) end with the weights of 1 process on the
-same global batches, and write each file once.
+"""Data parallel on 2 CPU processes (gloo): training ends with the weights of 1 process on
+the same global batches; evaluation and search give what 1 process gives; each file is
+written once.
 
 On CPUs ``accelerate launch --cpu`` runs one process (several need MPI), so the processes
 are started with ``torchrun``, which ``accelerate`` recognises (README: Distributed)."""
@@ -25,18 +26,23 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def launch(processes: int, tmp_path: Path, kind: str) -> tuple[dict[str, torch.Tensor], Path]:
-    output_dir = tmp_path / f"run-{processes}"
-    weights = tmp_path / f"weights-{processes}.pt"
+def run_worker(processes: int, output_dir: Path, result_file: Path, kind: str) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, "-m", "torch.distributed.run",
         "--nproc_per_node", str(processes), "--master_port", str(free_port()),
-        str(WORKER), str(output_dir), str(weights), kind,
+        str(WORKER), str(output_dir), str(result_file), kind,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     if done.returncode != 0:
         pytest.fail(f"torchrun failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+
+
+def launch(processes: int, tmp_path: Path, kind: str) -> tuple[dict[str, torch.Tensor], Path]:
+    output_dir = tmp_path / f"run-{processes}"
+    weights = tmp_path / f"weights-{processes}.pt"
+    run_worker(processes, output_dir, weights, kind)
     world = json.loads(Path(f"{weights}.json").read_text())["world_size"]
     assert world == processes, "the processes did not form one distributed group"
     return torch.load(weights), output_dir
@@ -65,3 +71,31 @@ def test_two_processes_train_like_one(tmp_path, kind):
     assert [r["step"] for r in rows[1]] == [r["step"] for r in rows[2]] == [2, 4, 6]
     for a, b in zip(rows[1], rows[2], strict=True):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+
+
+def test_two_processes_evaluate_and_search_like_one(tmp_path):
+    results, stores = {}, {}
+    for processes in (1, 2):
+        output_dir = tmp_path / f"search-{processes}"
+        result_file = tmp_path / f"search-{processes}.json"
+        run_worker(processes, output_dir, result_file, "search")
+        results[processes] = json.loads(result_file.read_text())
+        stores[processes] = (output_dir / "store.jsonl").read_text().splitlines()
+    one, two = results[1], results[2]
+    assert two["world_size"] == 2
+    for config, logits in one["logits"].items():  # every row, in row order
+        assert len(logits) == 35
+        assert torch.allclose(
+            torch.tensor(logits), torch.tensor(two["logits"][config]), rtol=0, atol=1e-5
+        )
+    for first, second in zip(one["runs"], two["runs"], strict=True):
+        assert first["frontier"] == second["frontier"]
+        assert first["evaluated"] == second["evaluated"]
+    # The first run evaluated (in every process alike), the resumed one read the store.
+    evaluated = one["runs"][0]["evaluated"]
+    assert two["runs"][0]["new_evaluations"] == [evaluated, evaluated]
+    assert two["runs"][1]["new_evaluations"] == [0, 0]
+    # One writer: a header and one line per configuration, as with one process.
+    assert len(stores[2]) == len(stores[1]) == evaluated + 1
+    configs = [json.loads(line)["config"] for line in stores[2][1:]]
+    assert len({tuple(c) for c in configs}) == evaluated

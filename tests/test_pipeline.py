@@ -15,7 +15,7 @@ import yaml
 from conftest import REPO_ROOT
 
 TASKS = ("sst2", "squad")
-PER_TASK_STAGES = ("finetune", "lengthdrop", "search", "evaluate", "bench")
+PER_TASK_STAGES = ("finetune", "lengthdrop", "search", "evaluate", "variance", "bench")
 # The bench stage measures time: its outputs are expected to change on a rerun.
 MEASUREMENTS = ("results/bench/*", "figures/*-latency.*", "notebooks/executed/06_bench-*")
 # Outputs of the real (default) run: not copied, the smoke run writes its own.
@@ -183,6 +183,60 @@ def test_ablations_compare_every_variant(project):
         for output in cell.get("outputs", [])
     )
     assert "loses the most" in printed  # the report reads the ablation table
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_variance_scores_every_seed_and_the_report_shows_the_spread(project, task):
+    import pandas as pd
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    seeds = [params["finetune"]["seed"], *params["variance"]["seeds"]]
+    results = project / "results" / "tasks" / task
+    per_seed = pd.read_csv(results / "seeds.csv")
+    assert sorted(per_seed["seed"].unique()) == sorted(seeds)
+    main_table = pd.read_csv(results / "table.csv")
+    metric = "accuracy" if task == "sst2" else "f1"
+    main_run = per_seed[per_seed["seed"] == seeds[0]].set_index("model")["score"]
+    for _, row in main_table.dropna(subset=["length_config"]).iterrows():
+        # The main seed's scores are the main table's: same models, same configurations.
+        assert main_run[row["model"]] == pytest.approx(row[metric], abs=1e-9)
+    spread = pd.read_csv(results / "variance.csv")
+    assert (spread["seeds"] == len(seeds)).all()
+    assert spread.loc[spread["model"] == "standard", "delta_mean"].iloc[0] == 0.0
+    assert "over seeds" in (project / "results" / "summary.md").read_text()
+    other = per_seed[per_seed["seed"] == seeds[1]].set_index("model")["score"]
+    assert set(other.index) == set(main_run.index)
+    # Every seed trained both models in a run folder of its own.
+    for stage in ("finetune", "lengthdrop"):
+        assert len(list((project / "runs" / task).glob(f"{stage}-*/model"))) == len(seeds)
+
+
+def test_search_and_evaluate_on_two_processes_write_what_one_process_wrote(project):
+    """The stages under torchrun (2 CPU processes, gloo): the search evaluates again from
+    an empty store, split across processes, and every result file comes out the same."""
+    from test_distributed import free_port
+
+    results = project / "results" / "tasks" / "sst2"
+    compared = ("search.json", "frontier.json", "table.csv", "metrics.json")
+    before = {name: (results / name).read_bytes() for name in compared}
+    (store_dir,) = (project / "runs" / "sst2").glob("search-*")
+    records = sorted((store_dir / "evolutionary.jsonl").read_text().splitlines()[1:])
+    shutil.rmtree(store_dir)
+    for stage in ("search", "evaluate"):
+        run(
+            [
+                sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_port", str(free_port()), "-m", "latlib", "stage", stage,
+                "--task", "sst2",
+            ],
+            project,
+        )  # fmt: skip
+    for name in compared:
+        assert (results / name).read_bytes() == before[name], name
+    rewritten = sorted((store_dir / "evolutionary.jsonl").read_text().splitlines()[1:])
+    scored = [{k: v for k, v in json.loads(r).items() if k != "seconds"} for r in records]
+    assert [{k: v for k, v in json.loads(r).items() if k != "seconds"} for r in rewritten] == scored
+    assert json.loads(dvc(project, "status", "--json")) == {}
 
 
 def test_explore_notebook_runs_on_the_pipeline_outputs(project):
