@@ -162,12 +162,13 @@ def variance_stage(raw_params: dict[str, Any], task: str, root: str | Path = "."
     smallest = read_json(paths.results / "lengthdrop.json")["smallest_config"]
     batch = params.search["eval_batch_size"]
     data = task_data(params, paths.standard_model, with_train=False)
+    num_layers = len(smallest)
+    configurations = table_configurations(table, smallest, num_layers, data.max_length)
     rows = []
     for seed in seeds:
         standard_dir, lat_dir = train_seed(params, paths, seed)
         standard = LengthAdaptiveModel.from_pretrained(standard_dir).eval().to(device())
         lat = LengthAdaptiveModel.from_pretrained(lat_dir).eval().to(device())
-        configurations = table_configurations(table, smallest, lat.num_layers, data.max_length)
         for point in score_seed(standard, lat, data, configurations, batch):
             rows.append(
                 {
