@@ -5,7 +5,8 @@ length, our model at frontier configurations) runs on the same real batches, in 
 process, interleaved: each repetition runs every case once, in a rotating order, so a
 slow moment of a noisy machine hits all cases alike. Reported: median seconds per pass
 and the spread (25th-75th percentile) over repetitions, throughput, the speedup over the
-plain model, the FLOPs ratio on the same data, and efficiency = speedup / FLOPs ratio.
+plain model, the FLOPs ratio on the same data, and efficiency = speedup / FLOPs ratio;
+the same two against our own full-length pass (``*_over_full``).
 """
 
 from __future__ import annotations
@@ -141,11 +142,15 @@ def summarize(
     # robust to drifts in machine speed during the benchmark.
     per_repeat = times.pivot(index="repeat", columns="case", values="seconds")
     reference = cases[0]
+    # Against our own full-length pass too: what token dropping alone buys, apart from
+    # how our full-length pass compares with the plain model.
+    own_full = per_repeat[FULL] if FULL in per_repeat else per_repeat[reference.name]
     rows = []
     for case in cases:
         seconds = median[case.name]
         speedups = per_repeat[reference.name] / per_repeat[case.name]
         flops_ratio = reference.macs / case.macs
+        over_full = float((own_full / per_repeat[case.name]).median())
         rows.append(
             {
                 "case": case.name,
@@ -162,6 +167,8 @@ def summarize(
                 "speedup_q25": float(speedups.quantile(0.25)),
                 "speedup_q75": float(speedups.quantile(0.75)),
                 "efficiency": float(speedups.median()) / flops_ratio,
+                "speedup_over_full": over_full,
+                "efficiency_over_full": over_full / flops_ratio,
             }
         )
     return pd.DataFrame(rows)
@@ -311,7 +318,16 @@ def bench_stage(params: Any, paths: Any, section: dict[str, Any]) -> dict[str, A
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / f"{params.task}.csv", index=False)
     shown = table[
-        ["case", "batch_size", "examples_per_second", "flops_ratio", "speedup", "efficiency"]
+        [
+            "case",
+            "batch_size",
+            "examples_per_second",
+            "flops_ratio",
+            "speedup",
+            "efficiency",
+            "speedup_over_full",
+            "efficiency_over_full",
+        ]
     ]
     (out / f"{params.task}.md").write_text(shown.to_markdown(index=False, floatfmt=".3f") + "\n")
     figure = plots.latency_figure(table, f"{params.task}: measured time vs FLOPs")
@@ -327,11 +343,19 @@ def bench_stage(params: Any, paths: Any, section: dict[str, Any]) -> dict[str, A
     return {"table": table, "figure": figure, "search": search}
 
 
+# The search's evaluation paths, slowest first: (name, batches made once, prefix cache).
+SEARCH_PATHS = (
+    ("from scratch", False, False),  # each configuration as a lone evaluate_model call
+    ("batches once", True, False),
+    ("batches once + prefix cache", True, True),
+)
+
+
 def search_speed(params: Any, paths: Any, iterations: int, data: Any) -> pd.DataFrame:
     """The pipeline's evolutionary search, its first ``iterations`` generations, run from
-    an empty store twice: every configuration from scratch, then with the prefix cache.
-    The table gives evaluations per minute of each, and whether both scored every
-    configuration the same (they run the same operations on the same tensors)."""
+    an empty store along each of ``SEARCH_PATHS``. The table gives evaluations per minute
+    of each, its speedup over the first, and whether all scored every configuration the
+    same (they run the same operations on the same tensors)."""
     import tempfile
 
     from .search import SearchStore
@@ -339,9 +363,10 @@ def search_speed(params: Any, paths: Any, iterations: int, data: Any) -> pd.Data
 
     model = LengthAdaptiveModel.from_pretrained(paths.anytime_model).eval()
     rows, scores = [], {}
-    for path, cache_mb in (("every layer", 0), ("prefix cache", params.search["cache_mb"])):
+    for path, reuse_batches, cached in SEARCH_PATHS:
+        cache_mb = params.search["cache_mb"] if cached else 0
         with_cache = replace(params, search={**params.search, "cache_mb": cache_mb})
-        problem = params_search_problem(with_cache, model, data, paths.anytime_model)
+        problem = params_search_problem(with_cache, model, data, paths.anytime_model, reuse_batches)
         with tempfile.TemporaryDirectory() as scratch:
             result = params_evolutionary_search(
                 params,
@@ -360,6 +385,7 @@ def search_speed(params: Any, paths: Any, iterations: int, data: Any) -> pd.Data
             }
         )
     table = pd.DataFrame(rows)
-    table["same_scores"] = scores["every layer"] == scores["prefix cache"]
+    first = scores[SEARCH_PATHS[0][0]]
+    table["same_scores"] = [scores[path] == first for path, _, _ in SEARCH_PATHS]
     table["speedup"] = table["evaluations_per_minute"] / table["evaluations_per_minute"].iloc[0]
     return table

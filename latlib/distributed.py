@@ -18,24 +18,22 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
 
-# Defined beside the training loop, its first user; moving it here would change the
-# training sources' digest and so every training run folder.
-from .train import is_main_process
-
-__all__ = [
-    "barrier",
-    "device",
-    "gather",
-    "init_processes",
-    "is_main_process",
-    "launched_processes",
-    "rank_and_world",
-]
-
 
 def launched_processes() -> int:
-    """How many processes the launcher started (1 when run directly)."""
+    """How many processes the launcher (torchrun, accelerate launch) started; 1 when run
+    directly."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def check_group(seen: int) -> None:
+    """Fail when accelerate sees another number of processes than were launched: each
+    process would then work alone, and write the same files."""
+    if seen != launched_processes():
+        raise RuntimeError(
+            f"{launched_processes()} processes were launched but accelerate sees {seen}; "
+            "each would work alone. Launch with `accelerate launch` or `torchrun`, and check "
+            "the backend (gloo on CPUs, nccl on GPUs)"
+        )
 
 
 def init_processes() -> PartialState:
@@ -44,13 +42,14 @@ def init_processes() -> PartialState:
     Without CUDA the group is formed on the CPU, which accelerate does only when asked.
     """
     state = PartialState(cpu=launched_processes() > 1 and not torch.cuda.is_available())
-    if state.num_processes != launched_processes():
-        raise RuntimeError(
-            f"{launched_processes()} processes were launched but accelerate sees "
-            f"{state.num_processes}; each would work alone. Launch with `accelerate launch` "
-            "or `torchrun`, and check the backend (gloo on CPUs, nccl on GPUs)"
-        )
+    check_group(state.num_processes)
     return state
+
+
+def is_main_process() -> bool:
+    """True unless this is a secondary process of a distributed run (which must not write
+    the files the main one writes)."""
+    return rank_and_world()[0] == 0
 
 
 def rank_and_world() -> tuple[int, int]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import datasets
@@ -19,14 +19,15 @@ from .prefix_cache import PrefixCache
 @torch.inference_mode()
 def predict_logits(
     model: LengthAdaptiveModel,
-    loader: DataLoader,
+    loader: DataLoader | Iterable[dict[str, torch.Tensor]],
     length_config: Sequence[float] | None = None,
     cache: PrefixCache | None = None,
 ) -> dict[str, np.ndarray]:
     """Logits for every row of the loader's data set, in row order.
 
-    The loader must yield an ``index`` tensor (``data.make_dataloader`` does), so batches
-    may come in any order (length-sorted for speed). Span logits are [rows, longest row],
+    The loader (or a list of its batches, to read again) must yield an ``index`` tensor
+    (``data.make_dataloader`` does), so batches may come in any order (length-sorted for
+    speed). Span logits are [rows, longest row],
     with ``-inf`` past each row's real tokens. With a ``cache`` (one per data set and
     batch order), layers whose lengths an earlier configuration shared are not rerun.
     In a distributed run each process scores every N-th batch and all receive every row.
@@ -40,7 +41,7 @@ def predict_logits(
     for number, batch in enumerate(loader):
         if number % world != rank:
             continue
-        rows_tensor = batch.pop("index")
+        rows_tensor = batch["index"]  # read, not popped: a list of batches may be reused
         index = rows_tensor.tolist()
         inputs = {k: batch[k].to(device) for k in _MODEL_INPUTS if k in batch}
         if cache is None:
@@ -81,7 +82,7 @@ _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 def evaluate_classification(
     model: LengthAdaptiveModel,
-    loader: DataLoader,
+    loader: DataLoader | Iterable[dict[str, torch.Tensor]],
     labels: Sequence[int] | np.ndarray,
     length_config: Sequence[float] | None = None,
     cache: PrefixCache | None = None,
@@ -93,7 +94,7 @@ def evaluate_classification(
 
 def evaluate_squad(
     model: LengthAdaptiveModel,
-    loader: DataLoader,
+    loader: DataLoader | Iterable[dict[str, torch.Tensor]],
     examples: datasets.Dataset,
     features: datasets.Dataset,
     length_config: Sequence[float] | None = None,

@@ -20,13 +20,14 @@ from . import data as data_lib
 from .anytime import Frontier, FrontierPoint
 from .backbones import is_random_backbone, random_backbone_config, tokenizer_source
 from .compare import CurvePoint
+from .distributed import is_main_process
 from .evaluation import evaluate_classification, evaluate_squad
 from .flops import example_macs, paper_macs
 from .lengths import full_config, smallest_config, to_model_lengths
 from .model import LengthAdaptiveConfig, LengthAdaptiveModel
 from .prefix_cache import DEFAULT_MAX_BYTES, PrefixCache
 from .search import EvaluatedConfig
-from .train import TrainConfig, TrainResult, is_main_process, train
+from .train import TrainConfig, TrainResult, train
 
 SearchOn = Literal["held_out", "dev"]
 
@@ -178,6 +179,17 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: str | Path) ->
     tokenizer.save_pretrained(directory)
 
 
+def split_batches(
+    task_data: TaskData, split: str, batch_size: int = 64
+) -> list[dict[str, torch.Tensor]]:
+    """The padded, length-bucketed evaluation batches of a split, made once to be read
+    many times (a search scores every configuration on the same batches)."""
+    features, _ = task_data.split(split)
+    return list(
+        data_lib.make_dataloader(features, task_data.tokenizer, batch_size, shuffle=False, seed=0)
+    )
+
+
 def evaluate_model(
     model: LengthAdaptiveModel,
     task_data: TaskData,
@@ -185,18 +197,21 @@ def evaluate_model(
     length_config: Sequence[float] | None = None,
     batch_size: int = 64,
     cache: PrefixCache | None = None,
+    batches: Sequence[dict[str, torch.Tensor]] | None = None,
 ) -> dict[str, float]:
     """The task metric on ``"dev"`` or ``"search"`` at a length configuration.
 
-    A ``cache`` must serve this split and batch size only (see ``prefix_cache``).
+    ``batches``: this split's ``split_batches`` at ``batch_size``, to skip batching it
+    again. A ``cache`` must serve this split and batch size only (see ``prefix_cache``).
     """
     features, examples = task_data.split(split)
-    loader = data_lib.make_dataloader(
-        features, task_data.tokenizer, batch_size, shuffle=False, seed=0
-    )
+    if batches is None:
+        batches = data_lib.make_dataloader(
+            features, task_data.tokenizer, batch_size, shuffle=False, seed=0
+        )
     if task_data.task.kind == "classification":
-        return evaluate_classification(model, loader, features["labels"], length_config, cache)
-    return evaluate_squad(model, loader, examples, features, length_config, cache)
+        return evaluate_classification(model, batches, features["labels"], length_config, cache)
+    return evaluate_squad(model, batches, examples, features, length_config, cache)
 
 
 def primary_metric(task_data: TaskData) -> str:
@@ -219,6 +234,12 @@ class SearchProblem:
     fingerprint: dict[str, Any]
     cache: PrefixCache | None = None
 
+    @property
+    def arguments(self) -> tuple[Any, ...]:
+        """The leading arguments of ``search.evolutionary_search`` and ``random_search``:
+        evaluate, cost, lower, upper, max_length."""
+        return self.evaluate, self.cost, self.lower, self.upper, self.max_length
+
 
 def search_problem(
     model: LengthAdaptiveModel,
@@ -228,22 +249,27 @@ def search_problem(
     split: str = "search",
     batch_size: int = 64,
     cache_bytes: int = DEFAULT_MAX_BYTES,
+    reuse_batches: bool = True,
 ) -> SearchProblem:
     """Fitness = the task metric on ``split``; cost = mean real-token MACs on ``split``.
 
     The bounds are the LengthDrop training's: its smallest configuration and the full
     model. The fingerprint ties a search store to these weights and this data.
-    Evaluations share the layers of common length prefixes through a ``PrefixCache`` of
-    ``cache_bytes`` (0: none); the scores are the same either way.
+    Every evaluation reads the same batches, made once (``reuse_batches=False``: batched
+    again each time, as a lone ``evaluate_model`` is), and shares the layers of common
+    length prefixes through a ``PrefixCache`` of ``cache_bytes`` (0: none); the scores
+    are the same either way.
     """
     features, _ = task_data.split(split)
     metric = primary_metric(task_data)
     mode, max_length = model.config.length_mode, task_data.max_length
     cache = PrefixCache(cache_bytes) if cache_bytes > 0 else None
+    batches = split_batches(task_data, split, batch_size) if reuse_batches else None
 
     def evaluate(config: tuple[int, ...]) -> float:
         lengths = to_model_lengths(config, mode, max_length)
-        return evaluate_model(model, task_data, split, lengths, batch_size, cache)[metric]
+        scores = evaluate_model(model, task_data, split, lengths, batch_size, cache, batches)
+        return scores[metric]
 
     fingerprint = {
         "model": str(Path(model_dir).resolve().name),
@@ -286,6 +312,7 @@ def frontier_from_search(
     """The search's frontier, each point re-evaluated on the dev set (the reported number)."""
     metric = primary_metric(task_data)
     mode, max_length = model.config.length_mode, problem.max_length
+    dev_batches = split_batches(task_data, "dev", batch_size)
     frontier_points = []
     for point in points:
         lengths = to_model_lengths(point.config, mode, max_length)
@@ -300,7 +327,9 @@ def frontier_from_search(
                     ).total
                 ),
                 score=point.score,
-                dev_score=evaluate_model(model, task_data, "dev", lengths, batch_size)[metric],
+                dev_score=evaluate_model(
+                    model, task_data, "dev", lengths, batch_size, batches=dev_batches
+                )[metric],
             )
         )
     return Frontier(
@@ -313,7 +342,9 @@ def frontier_from_search(
             paper_macs(model.hf_config, max_length, None, model.config.task_type).total
         ),
         full_score=problem.evaluate(problem.upper),
-        full_dev_score=evaluate_model(model, task_data, "dev", None, batch_size)[metric],
+        full_dev_score=evaluate_model(
+            model, task_data, "dev", None, batch_size, batches=dev_batches
+        )[metric],
         metadata={"search": problem.fingerprint},
     )
 

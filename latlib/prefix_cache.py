@@ -21,9 +21,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .model import EncoderState, LengthAdaptiveModel, ratio_keep_counts
+from .lengths import ratio_keep_count
+from .model import EncoderState, LengthAdaptiveModel
 
-DEFAULT_MAX_BYTES = 2 << 30  # 2 GiB: every prefix of a whole SST-2 search generation
+DEFAULT_MAX_BYTES = 2 << 30  # 2 GiB: about one SST-2 search generation (64-row batches)
 
 
 @dataclass
@@ -88,8 +89,7 @@ class PrefixCache:
         for index in range(done, model.num_layers):
             state = model.step(index, state, keeps[index], mode)
             self.stats.layers_run += 1
-            if index + 1 < model.num_layers:
-                self._put((batch_number, layer_keys[: index + 1]), state)
+            self._put((batch_number, layer_keys[: index + 1]), state)
         hidden, _ = model.finish(state)
         return model.head(hidden)
 
@@ -103,7 +103,9 @@ class PrefixCache:
             )
 
     def _longest(self, batch_number: int, keeps: tuple) -> tuple[int, EncoderState | None]:
-        for done in range(len(keeps) - 1, 0, -1):
+        # Up to every layer: on short sentences, nearby ratios keep the same token counts
+        # at every layer, and then only the head runs again.
+        for done in range(len(keeps), 0, -1):
             key = (batch_number, keeps[:done])
             state = self._states.get(key)
             if state is not None:
@@ -133,14 +135,10 @@ def _layer_keys(keeps: tuple, mode: str, inputs: dict[str, torch.Tensor]) -> tup
     if mode != "ratio":
         return keeps
     mask = inputs.get("attention_mask")
-    real = (
-        mask.sum(-1)
-        if mask is not None
-        else torch.full((inputs["input_ids"].size(0),), inputs["input_ids"].size(1))
-    )
+    batch, length = inputs["input_ids"].shape
+    real = mask.sum(-1).tolist() if mask is not None else [length] * batch
     return tuple(
-        None if keep is None else ratio_keep_counts(keep, real).cpu().numpy().tobytes()
-        for keep in keeps
+        None if keep is None else tuple(ratio_keep_count(keep, n) for n in real) for keep in keeps
     )
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 from . import distributed, plots
 from .anytime import FRONTIER_FILE
 from .compare import CurvePoint, curve_hypervolume, summary_rows
+from .distributed import is_main_process
 from .experiment import (
     SearchProblem,
     TaskData,
@@ -43,7 +44,7 @@ from .search import (
     evolutionary_search,
     random_search,
 )
-from .train import TrainResult, is_main_process
+from .train import TrainResult
 
 # The curves of the paper's Figure 2, plus random search (same number of evaluations).
 STANDARD_CONSTANT = "standard + constant rate"
@@ -52,7 +53,14 @@ LAT_EVOLUTIONARY = "LAT + evolutionary search"
 LAT_RANDOM = "LAT + random search"
 CURVES = (STANDARD_CONSTANT, LAT_CONSTANT, LAT_EVOLUTIONARY, LAT_RANDOM)
 
-_TRAINING_SOURCES = ("train.py", "model.py", "lengths.py", "data.py", "experiment.py")
+_TRAINING_SOURCES = (
+    "train.py",
+    "model.py",
+    "lengths.py",
+    "data.py",
+    "experiment.py",
+    "distributed.py",
+)
 
 
 @dataclass(frozen=True)
@@ -159,7 +167,11 @@ def smallest_score(
 
 
 def params_search_problem(
-    params: TaskParams, model: LengthAdaptiveModel, data: TaskData, model_dir: str | Path
+    params: TaskParams,
+    model: LengthAdaptiveModel,
+    data: TaskData,
+    model_dir: str | Path,
+    reuse_batches: bool = True,
 ) -> SearchProblem:
     """``search_problem`` with the settings of params.yaml (split, bound, batch, cache)."""
     return search_problem(
@@ -170,6 +182,7 @@ def params_search_problem(
         "dev" if params.data["search_on"] == "dev" else "search",
         params.search["eval_batch_size"],
         cache_bytes=params.search["cache_mb"] << 20,
+        reuse_batches=reuse_batches,
     )
 
 
@@ -185,11 +198,7 @@ def params_evolutionary_search(
     section = params.search
     names = ("population_size", "mutation_size", "crossover_size", "iterations")
     return evolutionary_search(
-        problem.evaluate,
-        problem.cost,
-        problem.lower,
-        problem.upper,
-        problem.max_length,
+        *problem.arguments,
         store,
         mutation_prob=section["mutation_prob"],
         seed=section["seed"],
@@ -260,7 +269,6 @@ def search(params: TaskParams, paths: TaskPaths, progress: bool = False) -> dict
     # a search with other sizes or another seed reuses every evaluation already made.
     store_dir = paths.runs / f"search-{params.digest(extra=problem.fingerprint)}"
     store_dir.mkdir(parents=True, exist_ok=True)
-    bounds = (problem.evaluate, problem.cost, problem.lower, problem.upper, problem.max_length)
     evolutionary = params_evolutionary_search(
         params,
         problem,
@@ -271,7 +279,7 @@ def search(params: TaskParams, paths: TaskPaths, progress: bool = False) -> dict
     random_seconds = 0.0
     if section["random_search"]:
         randomly = random_search(
-            *bounds,
+            *problem.arguments,
             SearchStore(store_dir / "random.jsonl", problem.fingerprint),
             num_evaluations=len(evolutionary.evaluated),
             seed=section["seed"],

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import time
@@ -45,6 +44,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from . import distributed
 from .lengths import (
     sample_layer_keep,
     sample_length_config,
@@ -331,7 +331,7 @@ def train(
     total_steps = config.max_steps or math.ceil(config.num_epochs * steps_per_epoch)
     set_seed(config.seed)
     layer_drop = config.length_drop is not None and config.length_drop.layer_dropout_prob > 0
-    launched = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun / accelerate launch
+    launched = distributed.launched_processes()
     accelerator = Accelerator(
         # accelerate forms a CPU process group only when told to run on the CPU
         cpu=config.cpu or (launched > 1 and not torch.cuda.is_available()),
@@ -349,12 +349,7 @@ def train(
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(config.warmup_ratio * total_steps), total_steps
     )
-    if accelerator.num_processes != launched:
-        raise RuntimeError(
-            f"{launched} processes were launched but accelerate sees {accelerator.num_processes}; "
-            "each would train alone. Launch with `accelerate launch` or `torchrun`, and check "
-            "the backend (gloo on CPUs, nccl on GPUs)"
-        )
+    distributed.check_group(accelerator.num_processes)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     sampler = _SamplerState(config.seed)
     accelerator.register_for_checkpointing(sampler)
@@ -454,14 +449,6 @@ def train(
         resumed_from=Path(checkpoint) if checkpoint is not None else None,
         history=history,
     )
-
-
-def is_main_process() -> bool:
-    """True unless this is a secondary process of a distributed run (which must not write
-    the files the main one writes)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank() == 0
-    return True
 
 
 def _shard(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:

@@ -56,8 +56,8 @@ if len(search):
     cached = search.iloc[-1]
     print(
         f"search: {search['evaluations'].iloc[0]} evaluations, "
-        f"{search['evaluations_per_minute'].iloc[0]:.1f}/min evaluating every layer, "
-        f"{cached['evaluations_per_minute']:.1f}/min with the prefix cache "
+        f"{search['evaluations_per_minute'].iloc[0]:.1f}/min evaluating each from scratch, "
+        f"{cached['evaluations_per_minute']:.1f}/min with batches made once and the prefix cache "
         f"({cached['speedup']:.2f}x; {100 * cached['layers_reused']:.0f} % of layers reused; "
         f"same scores: {bool(cached['same_scores'])})"
     )

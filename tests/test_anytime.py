@@ -117,11 +117,7 @@ def test_tiny_search_on_real_sst2(tmp_path, data_dir, embedded_path):
     problem = search_problem(model, data, tmp_path / "model", length_drop_ratio_bound=0.3)
     store = SearchStore(tmp_path / "store.jsonl", problem.fingerprint)
     result = evolutionary_search(
-        problem.evaluate,
-        problem.cost,
-        problem.lower,
-        problem.upper,
-        problem.max_length,
+        *problem.arguments,
         store,
         population_size=4,
         mutation_size=3,
@@ -130,6 +126,13 @@ def test_tiny_search_on_real_sst2(tmp_path, data_dir, embedded_path):
         progress=False,
     )
     assert result.new_evaluations == len(store) >= 4
+    # Batches made once and the prefix cache change nothing: the same scores as a lone
+    # evaluation of each configuration.
+    from_scratch = search_problem(
+        model, data, tmp_path / "model", 0.3, cache_bytes=0, reuse_batches=False
+    )
+    for record in result.evaluated:
+        assert from_scratch.evaluate(record.config) == record.score
     frontier = frontier_from_search(model, data, problem, result.frontier)
     assert [p.macs for p in frontier.points] == sorted(p.macs for p in frontier.points)
     assert all(0 <= p.dev_score <= 100 for p in frontier.points)

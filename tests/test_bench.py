@@ -41,6 +41,9 @@ def test_summary_ratios_come_from_the_same_repetition():
     assert table.loc["half", "flops_ratio"] == 2.0
     assert table.loc["half", "speedup"] == pytest.approx(2.0)  # median of 2, 2, 1.6
     assert table.loc["half", "efficiency"] == pytest.approx(1.0)
+    # no "latlib, full length" case here: the plain model stands in for it
+    assert table.loc["half", "speedup_over_full"] == pytest.approx(2.0)
+    assert table.loc["half", "efficiency_over_full"] == pytest.approx(1.0)
     assert table.loc["plain", "median_seconds"] == 2.0
     assert table.loc["half", "latency_ms_per_batch"] == pytest.approx(1000 * 1.25 / 2)
 

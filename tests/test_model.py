@@ -319,7 +319,59 @@ def test_invalid_model_config_raises():
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+def test_inference_layout_changes_strides_not_outputs(family):
+    model = tiny_model("classification", length_mode="ratio", family=family)
+    linears = [m for m in model.backbone.modules() if isinstance(m, torch.nn.Linear)]
+    batches = [random_batch(1, [11], seed=2), random_batch(3, [13, 6, 9], seed=3)]
+    configs = [None, (0.8, 0.6, 0.5, 0.3)]
+
+    def outputs():
+        with torch.no_grad():
+            return [model(**b, length_config=c).logits for b in batches for c in configs]
+
+    # eval(): every weight [out, in] is the transpose of a contiguous [in, out] tensor
+    assert all(m.weight.t().is_contiguous() for m in linears if min(m.weight.shape) > 1)
+    fast = outputs()
+    model.train()
+    assert all(m.weight.is_contiguous() for m in linears)
+    model.eval()
+    from latlib.model import set_linear_layout
+
+    set_linear_layout(model.backbone, inference=False)  # eval mode, training layout
+    for got, expected in zip(fast, outputs(), strict=True):
+        assert (got - expected).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_inference_attention_equals_training_formulation(family):
+    model = tiny_model("span", length_mode="ratio", family=family)
+    model.attention_dropout = 0.0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    batch = random_batch(3, [13, 6, 9], seed=4)
+    config = (0.8, 0.6, 0.5, 0.3)
+
+    def run():
+        with torch.no_grad():
+            out = model(**batch, length_config=config, output_hidden_states=True)
+        return out.start_logits, out.token_positions
+
+    fast_logits, fast_positions = run()
+    model.train()  # the plain formulation, dropout off
+    logits, positions = run()
+    assert (fast_logits - logits).abs().max() <= TOL
+    for fast, plain in zip(fast_positions, positions, strict=True):
+        assert torch.equal(fast, plain)  # the same tokens kept
+
+
+def test_from_pretrained_returns_eval_mode(tmp_path):
+    tiny_model().save_pretrained(tmp_path)
+    assert not LengthAdaptiveModel.from_pretrained(tmp_path).training
+
+
 @pytest.mark.parametrize("task_type", ["classification", "span"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_save_load_round_trip(tmp_path, task_type, family):
     model = tiny_model(task_type, length_mode="absolute", max_length=32, family=family)
     model.config.length_config = (10, 8, 8, 5)
