@@ -35,6 +35,17 @@ from .model import LengthAdaptiveModel
 
 PLAIN = "transformers (sdpa)"
 FULL = "latlib, full length"
+# The columns of the bench table that the markdown file and the notebook show.
+SUMMARY_COLUMNS = (
+    "case",
+    "batch_size",
+    "examples_per_second",
+    "flops_ratio",
+    "speedup",
+    "efficiency",
+    "speedup_over_full",
+    "efficiency_over_full",
+)
 
 
 @dataclass
@@ -317,18 +328,7 @@ def bench_stage(params: Any, paths: Any, section: dict[str, Any]) -> dict[str, A
     out = paths.root / "results" / "bench"
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / f"{params.task}.csv", index=False)
-    shown = table[
-        [
-            "case",
-            "batch_size",
-            "examples_per_second",
-            "flops_ratio",
-            "speedup",
-            "efficiency",
-            "speedup_over_full",
-            "efficiency_over_full",
-        ]
-    ]
+    shown = table[list(SUMMARY_COLUMNS)]
     (out / f"{params.task}.md").write_text(shown.to_markdown(index=False, floatfmt=".3f") + "\n")
     figure = plots.latency_figure(table, f"{params.task}: measured time vs FLOPs")
     plots.save_figure(figure, paths.figures / f"{params.task}-latency")

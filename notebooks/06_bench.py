@@ -24,7 +24,7 @@ params_file = "params.yaml"
 import pandas as pd
 
 from latlib import stages
-from latlib.bench import bench_stage
+from latlib.bench import SUMMARY_COLUMNS, bench_stage
 from latlib.params import load_params, task_params
 
 raw = load_params(params_file)
@@ -34,18 +34,7 @@ pd.Series(raw["bench"], name="bench").to_frame()
 
 # %%
 bench = bench_stage(params, paths, raw["bench"])
-bench["table"][
-    [
-        "case",
-        "batch_size",
-        "examples_per_second",
-        "flops_ratio",
-        "speedup",
-        "efficiency",
-        "speedup_over_full",
-        "efficiency_over_full",
-    ]
-]
+bench["table"][list(SUMMARY_COLUMNS)]
 
 # %%
 bench["figure"]
