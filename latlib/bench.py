@@ -7,10 +7,17 @@ slow moment of a noisy machine hits all cases alike. Reported: median seconds pe
 and the spread (25th-75th percentile) over repetitions, throughput, the speedup over the
 plain model, the FLOPs ratio on the same data, and efficiency = speedup / FLOPs ratio;
 the same two against our own full-length pass (``*_over_full``).
+
+Beside each frontier point runs its *ceiling*: the plain model on the same batches with
+every example cut short to the same FLOPs ratio. It drops tokens for free (no scores, no
+selection, the library's fused attention), so its efficiency is what fewer tokens can buy
+on this machine at all; at batch size 1 that is well under 1, because a pass also pays
+for reading every weight and for dispatching every operator whatever the length.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +36,7 @@ from transformers import (
 )
 
 from .data import make_dataloader, sequence_lengths
-from .flops import example_macs
+from .flops import example_macs, model_macs
 from .lengths import sample_length_config, smallest_config, to_model_lengths
 from .model import LengthAdaptiveModel
 
@@ -38,6 +45,7 @@ FULL = "latlib, full length"
 # The columns of the bench table that the markdown file and the notebook show.
 SUMMARY_COLUMNS = (
     "case",
+    "kind",
     "batch_size",
     "examples_per_second",
     "flops_ratio",
@@ -50,12 +58,21 @@ SUMMARY_COLUMNS = (
 
 @dataclass
 class BenchCase:
-    """One thing to time: ``run`` takes a batch; ``macs``: mean MACs per example."""
+    """One thing to time: ``run`` takes a batch; ``macs``: mean MACs per example.
+
+    ``kind``: "plain", "latlib" or "ceiling". ``inputs``, when set, holds the case's own
+    batches, one for each shared batch (a ceiling's shortened ones).
+    """
 
     name: str
     run: Callable[[dict[str, torch.Tensor]], Any]
     macs: float
     length_config: tuple[float, ...] | None = None
+    kind: str = "latlib"
+    inputs: list[dict[str, torch.Tensor]] | None = None
+
+    def batches(self, shared: Sequence[dict[str, torch.Tensor]]) -> Sequence[dict[str, Any]]:
+        return shared if self.inputs is None else self.inputs
 
 
 def bench_batches(
@@ -99,7 +116,7 @@ def standard_cases(
 
     plain = plain_model(model_dir, task_type)
     cases = [
-        BenchCase(PLAIN, lambda batch: plain(**batch), macs(None)),
+        BenchCase(PLAIN, lambda batch: plain(**batch), macs(None), kind="plain"),
         BenchCase(FULL, lambda batch: model(**batch), macs(None)),
     ]
     for config in configs:
@@ -115,6 +132,77 @@ def standard_cases(
     return cases
 
 
+def cut_lengths(
+    hf_config: Any, lengths: Sequence[int], flops_ratio: float, task_type: str
+) -> list[int]:
+    """For each input length n, the longest m (at least 2: ``[CLS]`` and the last token)
+    whose full-length MACs are at most 1 / ``flops_ratio`` of n's."""
+    cost: dict[int, int] = {}
+
+    def macs(length: int) -> int:
+        if length not in cost:
+            cost[length] = model_macs(hf_config, length, None, "absolute", task_type).total
+        return cost[length]
+
+    kept = []
+    for length in lengths:
+        target, cut = macs(length) / flops_ratio, length
+        while cut > 2 and macs(cut) > target:
+            cut -= 1
+        kept.append(cut)
+    return kept
+
+
+def cut_batch(batch: dict[str, torch.Tensor], kept: Sequence[int]) -> dict[str, torch.Tensor]:
+    """``batch`` (right-padded) with example i cut to its first ``kept[i] - 1`` tokens
+    and its last token, padded again to the longest."""
+    lengths = batch["attention_mask"].sum(-1)  # [B]
+    keep = torch.tensor(kept, device=lengths.device)  # [B]
+    slots = torch.arange(int(keep.max()), device=lengths.device)  # [m]
+    source = torch.where(slots < keep[:, None] - 1, slots, lengths[:, None] - 1)  # [B, m]
+    padding = slots >= keep[:, None]
+    return {
+        name: values.gather(1, source).masked_fill(padding, 0) for name, values in batch.items()
+    }
+
+
+def ceiling_case(
+    plain: BenchCase,
+    batches: Sequence[dict[str, torch.Tensor]],
+    flops_ratio: float,
+    hf_config: Any,
+    task_type: str,
+) -> BenchCase:
+    """The plain model on ``batches`` with every example cut to ``flops_ratio`` fewer
+    MACs: token dropping at no cost, the most that ``flops_ratio`` can buy here."""
+    inputs, kept_all = [], []
+    for batch in batches:
+        lengths = batch["attention_mask"].sum(-1).tolist()
+        kept = cut_lengths(hf_config, lengths, flops_ratio, task_type)
+        inputs.append(cut_batch(batch, kept))
+        kept_all += kept
+    macs = example_macs(hf_config, kept_all, None, "absolute", task_type)
+    name = f"{plain.name}, inputs cut to {flops_ratio:.2f}x fewer FLOPs"
+    return BenchCase(name, plain.run, macs, kind="ceiling", inputs=inputs)
+
+
+def machine_description() -> str:
+    """CPU model, cores, the vector instructions torch uses, torch's threads and version:
+    what a speed measurement depends on."""
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    capability = torch.backends.cpu.get_cpu_capability()
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {capability}, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}"
+    )
+
+
 @torch.inference_mode()
 def time_cases(
     cases: Sequence[BenchCase],
@@ -127,14 +215,15 @@ def time_cases(
         raise ValueError("need at least one case, one batch and one repetition")
     for case in cases:
         for _ in range(warmup):
-            for batch in batches:
+            for batch in case.batches(batches):
                 case.run(batch)
     rows = []
     for repeat in range(repeats):
         shift = repeat % len(cases)
         for case in list(cases[shift:]) + list(cases[:shift]):
+            inputs = case.batches(batches)
             start = time.perf_counter()
-            for batch in batches:
+            for batch in inputs:
                 case.run(batch)
             rows.append(
                 {"case": case.name, "repeat": repeat, "seconds": time.perf_counter() - start}
@@ -165,6 +254,7 @@ def summarize(
         rows.append(
             {
                 "case": case.name,
+                "kind": case.kind,
                 "batch_size": batch_size,
                 "examples": examples,
                 "median_seconds": seconds,
@@ -303,11 +393,20 @@ def benchmark_model(
         subset = features if limit is None else features.select(range(min(limit, len(features))))
         cases = standard_cases(model, model_dir, subset, [p.length_config for p in points])
         batches = bench_batches(subset, tokenizer, batch_size)
+        plain = cases[0]
+        cases += [
+            ceiling_case(
+                plain, batches, plain.macs / case.macs, model.hf_config, model.config.task_type
+            )
+            for case in cases
+            if case.length_config is not None
+        ]
         if progress:
             progress(f"batch {batch_size}: {len(cases)} cases x {settings.repeats} repeats")
         times = time_cases(cases, batches, settings.repeats)
         table = summarize(cases, times, len(subset), batch_size)
         table.insert(1, "threads", torch.get_num_threads())
+        table["machine"] = machine_description()
         tables.append(table)
     return pd.concat(tables, ignore_index=True)
 
@@ -328,8 +427,8 @@ def bench_stage(params: Any, paths: Any, section: dict[str, Any]) -> dict[str, A
     out = paths.root / "results" / "bench"
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / f"{params.task}.csv", index=False)
-    shown = table[list(SUMMARY_COLUMNS)]
-    (out / f"{params.task}.md").write_text(shown.to_markdown(index=False, floatfmt=".3f") + "\n")
+    shown = table[list(SUMMARY_COLUMNS)].to_markdown(index=False, floatfmt=".3f")
+    (out / f"{params.task}.md").write_text(f"Measured on {table['machine'].iloc[0]}.\n\n{shown}\n")
     figure = plots.latency_figure(table, f"{params.task}: measured time vs FLOPs")
     plots.save_figure(figure, paths.figures / f"{params.task}-latency")
     search = pd.DataFrame()

@@ -166,27 +166,36 @@ def save_figure(figure: plt.Figure, stem: str | Path) -> list[Path]:
 
 def latency_figure(bench: pd.DataFrame, title: str = "") -> plt.Figure:
     """Measured time against FLOPs, one panel per batch size (``bench.summarize`` rows):
-    points on the dashed line would turn every saved FLOP into saved time."""
+    points on the dashed line would turn every saved FLOP into saved time; the ceiling
+    points (the plain model on inputs cut to the same FLOPs, if timed) show how close this
+    machine lets any token dropping get."""
     sizes = sorted(bench["batch_size"].unique())
     figure, axes = plt.subplots(1, len(sizes), figsize=(5.5 * len(sizes), 4.2), squeeze=False)
+    series = (
+        ("latlib", "o", "latlib (full length and frontier points)"),
+        ("ceiling", "^", "plain model, inputs cut to the same FLOPs"),
+    )
     for ax, size in zip(axes[0], sizes, strict=True):
         rows = bench[bench["batch_size"] == size]
         reference = rows.iloc[0]
-        relative_flops = 1.0 / rows["flops_ratio"]
-        relative_time = 1.0 / rows["speedup"]
-        ax.errorbar(
-            relative_flops,
-            relative_time,
-            yerr=[
-                relative_time - 1.0 / rows["speedup_q75"],
-                1.0 / rows["speedup_q25"] - relative_time,
-            ],
-            fmt="o",
-            capsize=3,
-            label="latlib (full length and frontier points)",
-        )
+        for kind, marker, label in series:
+            points = rows[rows["kind"] == kind]
+            if points.empty:
+                continue
+            relative_time = 1.0 / points["speedup"]
+            ax.errorbar(
+                1.0 / points["flops_ratio"],
+                relative_time,
+                yerr=[
+                    relative_time - 1.0 / points["speedup_q75"],
+                    1.0 / points["speedup_q25"] - relative_time,
+                ],
+                fmt=marker,
+                capsize=3,
+                label=label,
+            )
         ax.scatter([1.0], [1.0], marker="s", color="black", zorder=3, label=reference["case"])
-        line = np.linspace(min(relative_flops.min(), 1.0) * 0.95, 1.02, 10)
+        line = np.linspace(min((1.0 / rows["flops_ratio"]).min(), 1.0) * 0.95, 1.02, 10)
         ax.plot(line, line, linestyle="--", color="grey", label="time proportional to FLOPs")
         ax.set_xlabel("FLOPs relative to the plain model")
         ax.set_ylabel("time relative to the plain model")

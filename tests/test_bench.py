@@ -11,7 +11,11 @@ from latlib import LengthAdaptiveConfig, LengthAdaptiveModel
 from latlib.bench import (
     BenchCase,
     BenchSettings,
+    ceiling_case,
+    cut_batch,
+    cut_lengths,
     expected_lengthdrop_cost,
+    machine_description,
     spread_points,
     summarize,
     time_cases,
@@ -110,3 +114,53 @@ def test_bench_cases_compute_what_evaluation_computes(embedded_path, tmp_path):
     torch.testing.assert_close(ours, plain, atol=1e-5, rtol=0)
     torch.testing.assert_close(reduced, expected)
     assert cases[2].macs < cases[1].macs == cases[0].macs
+
+
+def test_cut_lengths_reach_the_flops_ratio_and_no_further():
+    from latlib.flops import model_macs
+
+    config = tiny_bert_config(4)
+
+    def macs(length):
+        return model_macs(config, length, None, "absolute", "classification").total
+
+    lengths = [40, 17, 5, 2]
+    kept = cut_lengths(config, lengths, 1.8, "classification")
+    for length, cut in zip(lengths, kept, strict=True):
+        assert 2 <= cut <= length
+        assert cut == 2 or macs(cut) <= macs(length) / 1.8 < macs(cut + 1)
+    assert cut_lengths(config, lengths, 1.0, "classification") == lengths
+
+
+def test_cut_batch_keeps_the_first_tokens_and_the_last():
+    batch = {
+        "input_ids": torch.tensor([[101, 5, 6, 7, 8, 102], [101, 9, 102, 0, 0, 0]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]]),
+    }
+    cut = cut_batch(batch, [4, 2])
+    assert cut["input_ids"].tolist() == [[101, 5, 6, 102], [101, 102, 0, 0]]
+    assert cut["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+
+
+def test_ceiling_case_times_its_own_shorter_batches():
+    from latlib.flops import example_macs
+
+    config = tiny_bert_config(4)
+    seen = []
+    plain = BenchCase("plain", lambda batch: seen.append(batch["input_ids"].shape[1]), 1.0)
+    batches = [random_batch(2, [30, 12], seed=0), random_batch(1, [20], seed=1)]
+    ceiling = ceiling_case(plain, batches, 2.0, config, "classification")
+    assert ceiling.kind == "ceiling" and len(ceiling.inputs) == len(batches)
+    half = example_macs(config, [30, 12, 20], None, "absolute", "classification") / 2.0
+    assert 0.85 * half < ceiling.macs <= half
+    time_cases([ceiling], batches, repeats=1, warmup=0)
+    assert seen == [int(b["attention_mask"].sum(-1).max()) for b in ceiling.inputs]
+    assert all(
+        width < int(b["attention_mask"].sum(-1).max())
+        for width, b in zip(seen, batches, strict=True)
+    )
+
+
+def test_machine_description_names_the_vector_unit():
+    text = machine_description()
+    assert torch.backends.cpu.get_cpu_capability() in text and torch.__version__ in text
