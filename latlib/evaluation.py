@@ -1,8 +1,9 @@
-"""Evaluate a model at any length configuration: accuracy (SST-2, MNLI-m), EM/F1 (SQuAD)."""
+"""Evaluate a model at any length configuration: accuracy (SST-2, MNLI-m), EM/F1 (SQuAD),
+and what it costs there (mean real-token MACs per example of a split)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import datasets
@@ -11,6 +12,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from . import distributed
+from .features import TaskData, make_dataloader, sequence_lengths
+from .flops import example_macs
+from .lengths import to_model_lengths
 from .metrics import accuracy, postprocess_span_predictions, squad_em_f1
 from .model import LengthAdaptiveModel
 from .prefix_cache import PrefixCache
@@ -108,3 +112,40 @@ def evaluate_squad(
     )
     references = {row["id"]: row["answers"]["text"] for row in examples}
     return squad_em_f1(predictions, references)
+
+
+def evaluate_model(
+    model: LengthAdaptiveModel,
+    task_data: TaskData,
+    split: str = "dev",
+    length_config: Sequence[float] | None = None,
+    batch_size: int = 64,
+    cache: PrefixCache | None = None,
+    batches: Sequence[dict[str, torch.Tensor]] | None = None,
+) -> dict[str, float]:
+    """The task metric on ``"dev"`` or ``"search"`` at a length configuration.
+
+    ``batches``: this split's ``split_batches`` at ``batch_size``, to skip batching it
+    again. A ``cache`` must serve this split and batch size only (see ``prefix_cache``).
+    """
+    features, examples = task_data.split(split)
+    if batches is None:
+        batches = make_dataloader(features, task_data.tokenizer, batch_size, shuffle=False, seed=0)
+    if task_data.task.kind == "classification":
+        return evaluate_classification(model, batches, features["labels"], length_config, cache)
+    return evaluate_squad(model, batches, examples, features, length_config, cache)
+
+
+def macs_function(
+    model: LengthAdaptiveModel, task_data: TaskData, split: str = "dev"
+) -> Callable[[Sequence[int]], float]:
+    """grid configuration -> mean real-token MACs per example of ``split``."""
+    features, _ = task_data.split(split)
+    mode, max_length = model.config.length_mode, task_data.max_length
+    real_lengths = sequence_lengths(features).tolist()
+
+    def macs(grid: Sequence[int]) -> float:
+        lengths = to_model_lengths(grid, mode, max_length)
+        return example_macs(model.hf_config, real_lengths, lengths, mode, model.config.task_type)
+
+    return macs

@@ -1,20 +1,14 @@
 """One training loop, on accelerate: standard fine-tuning and LengthDrop.
 
-LengthDrop (Kim & Cho, 2021), each optimiser step:
+``train`` runs the optimiser steps of a ``TrainConfig``; with a ``length_drop`` part each
+step is LengthDrop's (``lengthdrop.lengthdrop_step``), else the task loss alone.
+``build_model`` and ``train_model`` put a task's data and model around it.
 
-1. the full model on the task loss (ground truth);
-2. the smallest sub-model (``1 - p`` of the previous length at every layer);
-3. ``num_sandwich`` random sub-models (``sample_length_config``);
-
-sub-models learn by *inplace distillation* from the detached full-model output. Every
-loss is divided by the number of sub-models and back-propagated on its own, so memory
-stays that of one forward pass. LayerDrop skips whole layers of the sub-models (and, as
-in the reference code, of the full-model pass too unless ``layer_drop_full=False``).
-
-Checkpoints (``accelerate``'s ``save_state``: model, optimiser, scheduler, every RNG,
-plus the LengthDrop sampler) are written atomically every ``checkpoint_every`` steps and
-at the end; a run started again in the same ``output_dir`` resumes from the newest one
-and ends with the same weights as an uninterrupted run.
+Checkpoints (``checkpoints.py``) are written atomically every ``checkpoint_every`` steps
+and at the end; a run started again in the same ``output_dir`` resumes from the newest
+one and ends with the same weights as an uninterrupted run. A checkpoint records the
+run's settings and ``TRAINING_VERSIONS``: a run with other settings, or from code that
+computes something else, is refused rather than continued.
 
 Under ``accelerate launch`` with N processes the loader still yields *global* batches
 (the same on every process) and each process trains on every N-th row of each, so the
@@ -25,11 +19,8 @@ logged losses are averaged over processes.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -37,7 +28,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 from torch.utils.data import DataLoader
@@ -45,61 +35,30 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from . import distributed
-from .lengths import (
-    sample_layer_keep,
-    sample_length_config,
-    smallest_config,
-    to_model_lengths,
+from .backbones import is_random_backbone, random_backbone_config
+from .checkpoints import (
+    append_history,
+    check_same_run,
+    find_checkpoint,
+    jsonable,
+    read_checkpoint_state,
+    read_history,
+    save_checkpoint,
+    write_history,
 )
-from .model import LengthAdaptiveModel
+from .features import TaskData, make_dataloader, save_tokenizer
+from .lengthdrop import LengthDropConfig, LengthDropSampler, lengthdrop_step
+from .model import LengthAdaptiveConfig, LengthAdaptiveModel
 
 logger = logging.getLogger(__name__)
 
-KLDirection = Literal["student_teacher", "teacher_student"]
-KL_DIRECTIONS: tuple[str, ...] = ("student_teacher", "teacher_student")
-CHECKPOINT_PREFIX = "checkpoint-"
-STATE_FILE = "trainer_state.json"
-
-
-@dataclass
-class LengthDropConfig:
-    """LengthDrop's knobs; the defaults are the reference code's README settings.
-
-    ``kl_direction="student_teacher"`` is what the reference code computes
-    (``KLDivLoss(log_softmax(teacher), softmax(student))`` = KL(student || teacher),
-    the gradient flowing through the target); ``"teacher_student"`` is the usual
-    knowledge-distillation KL(teacher || student).
-    """
-
-    num_sandwich: int = 2
-    length_drop_ratio_bound: float = 0.2
-    layer_dropout_prob: float = 0.2
-    use_smallest: bool = True  # the sandwich rule's lower slice
-    inplace_distillation: bool = True  # False: sub-models learn from the labels
-    kl_direction: KLDirection = "student_teacher"
-    layer_drop_full: bool = True  # the reference quirk: LayerDrop on the full pass too
-    min_length: int = 2
-
-    def validate(self) -> None:
-        if self.num_sandwich < 0:
-            raise ValueError(f"num_sandwich must be >= 0, got {self.num_sandwich}")
-        if not 0.0 <= self.length_drop_ratio_bound < 1.0:
-            raise ValueError(
-                f"length_drop_ratio_bound must be in [0, 1), got {self.length_drop_ratio_bound}"
-            )
-        if not 0.0 <= self.layer_dropout_prob < 1.0:
-            raise ValueError(f"layer_dropout_prob must be in [0, 1), got {self.layer_dropout_prob}")
-        if self.kl_direction not in KL_DIRECTIONS:
-            raise ValueError(
-                f"kl_direction must be one of {KL_DIRECTIONS}, got {self.kl_direction!r}"
-            )
-        if self.min_length < 1:
-            raise ValueError(f"min_length must be >= 1, got {self.min_length}")
-
-    @property
-    def num_submodels(self) -> int:
-        """Forward passes per step, the full model included (the loss divisor)."""
-        return 1 + int(self.use_smallest) + self.num_sandwich
+# What a training run computes, per path. Bump a number when a change alters the weights
+# that path produces (its loss, sampling, data order, tokenisation, or the model's
+# forward): finished runs and checkpoints of the old number are then never reused. A
+# move, a rename or a refactor keeps the numbers, and every finished run stays reusable.
+# tests/test_training_version.py records each path's result on a tiny model and fails
+# when that result changes while the number did not.
+TRAINING_VERSIONS: dict[str, int] = {"finetune": 1, "lengthdrop": 1}
 
 
 @dataclass
@@ -157,154 +116,6 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-class _SamplerState:
-    """LengthDrop's own RNG, checkpointed with the rest (accelerate's custom-object hook)."""
-
-    def __init__(self, seed: int):
-        self.rng = random.Random(seed)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.rng.getstate()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        version, internal, gauss = state["rng"]
-        self.rng.setstate((version, tuple(internal), gauss))
-
-
-def distillation_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, direction: KLDirection
-) -> torch.Tensor:
-    """KL between output distributions over the last axis, averaged over the batch."""
-    student = F.log_softmax(student_logits, dim=-1)
-    teacher = F.log_softmax(teacher_logits.detach(), dim=-1)
-    if direction == "teacher_student":  # KL(teacher || student)
-        return F.kl_div(student, teacher, log_target=True, reduction="batchmean")
-    # KL(student || teacher), as the reference code computes it
-    return F.kl_div(teacher, student, log_target=True, reduction="batchmean")
-
-
-def _output_logits(output) -> tuple[torch.Tensor, ...]:
-    if getattr(output, "logits", None) is not None:
-        return (output.logits,)
-    return (output.start_logits, output.end_logits)
-
-
-def _submodel_loss(output, teacher: tuple[torch.Tensor, ...], config: LengthDropConfig):
-    if not config.inplace_distillation:
-        return output.loss
-    students = _output_logits(output)
-    # span extraction: the mean of the start and end distributions' KLs
-    losses = [
-        distillation_loss(s, t, config.kl_direction) for s, t in zip(students, teacher, strict=True)
-    ]
-    return sum(losses) / len(losses)
-
-
-def _loss_terms(
-    model: LengthAdaptiveModel,
-    batch: dict[str, torch.Tensor],
-    accelerator: Accelerator,
-    length_drop: LengthDropConfig | None,
-    sampler: _SamplerState,
-) -> dict[str, float]:
-    """Forward and backward of one micro-batch; returns the loss terms (undivided)."""
-    if length_drop is None:
-        loss = model(**batch).loss
-        accelerator.backward(loss)
-        return {"loss": loss.item()}
-
-    core = accelerator.unwrap_model(model)
-    num_layers, rng = core.num_layers, sampler.rng
-    mode, max_length = core.config.length_mode, core.config.max_length
-    # Absolute lengths count slots of the padded input, so they are drawn on that grid.
-    grid = max_length if mode == "ratio" else batch["input_ids"].shape[1]
-    divisor = length_drop.num_submodels
-    use_layer_drop = length_drop.layer_dropout_prob > 0
-
-    keep_full = (
-        sample_layer_keep(num_layers, length_drop.layer_dropout_prob, rng)
-        if use_layer_drop and length_drop.layer_drop_full
-        else None
-    )
-    full = model(**batch, layer_keep=keep_full)
-    accelerator.backward(full.loss / divisor)
-    teacher = tuple(t.detach() for t in _output_logits(full))
-    terms = {"loss_full": full.loss.item()}
-
-    plans = []
-    if length_drop.use_smallest:
-        keep = (
-            sample_layer_keep(num_layers, length_drop.layer_dropout_prob, rng)
-            if use_layer_drop
-            else None
-        )
-        lengths = smallest_config(
-            num_layers, grid, length_drop.length_drop_ratio_bound, length_drop.min_length
-        )
-        plans.append(("loss_smallest", lengths, keep))
-    for _ in range(length_drop.num_sandwich):
-        keep = (
-            sample_layer_keep(num_layers, length_drop.layer_dropout_prob, rng)
-            if use_layer_drop
-            else None
-        )
-        lengths = sample_length_config(
-            num_layers, grid, length_drop.length_drop_ratio_bound, rng, keep, length_drop.min_length
-        )
-        plans.append(("loss_random", lengths, keep))
-    random_losses = []
-    for name, lengths, keep in plans:
-        output = model(
-            **batch, length_config=to_model_lengths(lengths, mode, grid), layer_keep=keep
-        )
-        loss = _submodel_loss(output, teacher, length_drop)
-        accelerator.backward(loss / divisor)
-        if name == "loss_random":
-            random_losses.append(loss.item())
-        else:
-            terms[name] = loss.item()
-    if random_losses:
-        terms["loss_random"] = sum(random_losses) / len(random_losses)
-    terms["loss"] = (
-        terms["loss_full"] + terms.get("loss_smallest", 0.0) + sum(random_losses)
-    ) / divisor
-    return terms
-
-
-def find_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint in ``output_dir`` (None if there is none)."""
-    candidates = _checkpoints(Path(output_dir))
-    return candidates[-1] if candidates else None
-
-
-def _checkpoints(output_dir: Path) -> list[Path]:
-    """Complete checkpoint folders, oldest first (staging folders start with a dot)."""
-    return sorted(
-        (p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.name.split("-")[-1].isdigit()),
-        key=lambda p: int(p.name.split("-")[-1]),
-    )
-
-
-def read_checkpoint_state(checkpoint: str | Path) -> dict[str, Any]:
-    """The bookkeeping of a checkpoint; a clear error if it is missing or damaged."""
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_dir():
-        raise FileNotFoundError(
-            f"checkpoint {checkpoint} does not exist; pass an existing checkpoint folder "
-            "or resume_from=None to start fresh"
-        )
-    state_file = checkpoint / STATE_FILE
-    try:
-        state = json.loads(state_file.read_text())
-        int(state["global_step"]), int(state["epoch"]), int(state["batch_in_epoch"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(
-            f"checkpoint {checkpoint} is damaged ({state_file}: {error}); delete that folder to "
-            "resume from the previous checkpoint, or choose another output_dir"
-        ) from error
-    return state
-
-
 def train(
     model: LengthAdaptiveModel,
     train_loader: DataLoader,
@@ -326,7 +137,7 @@ def train(
     checkpoint = find_checkpoint(output_dir) if resume_from == "auto" else resume_from
     resume_state = read_checkpoint_state(checkpoint) if checkpoint is not None else None
     if resume_state is not None:
-        _check_same_run(resume_state.get("train_config"), config, checkpoint)
+        check_same_run(resume_state.get("train_config"), run_settings(config), checkpoint)
 
     total_steps = config.max_steps or math.ceil(config.num_epochs * steps_per_epoch)
     set_seed(config.seed)
@@ -351,7 +162,7 @@ def train(
     )
     distributed.check_group(accelerator.num_processes)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    sampler = _SamplerState(config.seed)
+    sampler = LengthDropSampler(config.seed)
     accelerator.register_for_checkpointing(sampler)
 
     global_step, start_epoch, skip_batches = 0, 0, 0
@@ -363,9 +174,9 @@ def train(
     main = accelerator.is_main_process
     output_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = output_dir / "metrics.jsonl"
-    history = _read_history(metrics_path, up_to_step=global_step)
+    history = read_history(metrics_path, up_to_step=global_step)
     if main:
-        _write_history(metrics_path, history)
+        write_history(metrics_path, history)
 
     model.train()
     progress = tqdm(
@@ -393,7 +204,7 @@ def train(
                 accelerator.num_processes,
             )
             with accelerator.accumulate(model):
-                window.append(_loss_terms(model, batch, accelerator, config.length_drop, sampler))
+                window.append(_step_losses(model, batch, accelerator, config.length_drop, sampler))
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
                 optimizer.step()
@@ -417,18 +228,19 @@ def train(
                 window = []
                 history.append(row)
                 if main:
-                    _append_history(metrics_path, row)
+                    append_history(metrics_path, row)
                 progress.set_postfix(loss=f"{row['loss']:.4f}")
             finished = global_step >= total_steps
             if global_step % config.checkpoint_every == 0 or finished:
                 end_of_epoch = batch_in_epoch + 1 == len(train_loader)
-                _save_checkpoint(
+                save_checkpoint(
                     accelerator,
                     output_dir,
                     global_step,
                     epoch + int(end_of_epoch),
                     0 if end_of_epoch else batch_in_epoch + 1,
-                    config,
+                    run_settings(config),
+                    config.keep_checkpoints,
                 )
                 if on_checkpoint is not None:
                     on_checkpoint(global_step)
@@ -492,89 +304,81 @@ def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[
     ]
 
 
-# Settings that change how a run is recorded, not what it computes: a run may resume
-# with other values of these.
-_BOOKKEEPING = ("output_dir", "progress", "log_every", "checkpoint_every", "keep_checkpoints")
+def training_path(config: TrainConfig) -> str:
+    """``"lengthdrop"`` or ``"finetune"``: the key of ``TRAINING_VERSIONS`` for a config."""
+    return "finetune" if config.length_drop is None else "lengthdrop"
 
 
-def _check_same_run(saved: dict[str, Any] | None, config: TrainConfig, checkpoint: Path) -> None:
-    """Refuse to continue a checkpoint written with other hyperparameters."""
-    if saved is None:
-        return
-    current = _jsonable(asdict(config))
-    changed = sorted(
-        key
-        for key in set(saved) | set(current)
-        if key not in _BOOKKEEPING and saved.get(key) != current.get(key)
-    )
-    if changed:
-        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
-        raise ValueError(
-            f"checkpoint {checkpoint} was written with other settings ({details}); resuming "
-            "would mix two runs. Use another output_dir, or resume_from=None to start fresh"
-        )
+def run_settings(config: TrainConfig) -> dict[str, Any]:
+    """What a checkpoint records of its run, and a resumed run must match: the config
+    and the version of what its training path computes."""
+    settings = jsonable(asdict(config))
+    settings["training_version"] = TRAINING_VERSIONS[training_path(config)]
+    return settings
 
 
-def _save_checkpoint(
+def _step_losses(
+    model: LengthAdaptiveModel,
+    batch: dict[str, torch.Tensor],
     accelerator: Accelerator,
-    output_dir: Path,
-    global_step: int,
-    epoch: int,
-    batch_in_epoch: int,
+    length_drop: LengthDropConfig | None,
+    sampler: LengthDropSampler,
+) -> dict[str, float]:
+    """Forward and backward of one micro-batch; returns the loss terms (undivided)."""
+    if length_drop is None:
+        loss = model(**batch).loss
+        accelerator.backward(loss)
+        return {"loss": loss.item()}
+    core = accelerator.unwrap_model(model)
+    return lengthdrop_step(model, core, batch, accelerator.backward, length_drop, sampler)
+
+
+def build_model(
+    init_from: str | Path,
+    task_data: TaskData,
+    length_mode: str = "ratio",
+    seed: int = 0,
+    **hf_kwargs: Any,
+) -> LengthAdaptiveModel:
+    """The model a training run on ``task_data`` starts from: a backbone or a fine-tuned
+    folder with the task's head, or for ``init_from="random:tiny-bert"`` a small randomly
+    initialised BERT (seeded by ``seed``) for smoke runs."""
+    task_type = "classification" if task_data.task.kind == "classification" else "span"
+    extra = {"num_labels": task_data.task.num_labels} if task_type == "classification" else {}
+    if is_random_backbone(init_from):
+        hf_config = random_backbone_config(
+            str(init_from), len(task_data.tokenizer), **extra, **hf_kwargs
+        )
+        torch.manual_seed(seed)
+        config = LengthAdaptiveConfig(
+            task_type=task_type, length_mode=length_mode, max_length=task_data.max_length
+        )
+        return LengthAdaptiveModel.from_config(hf_config, config)
+    return LengthAdaptiveModel.from_pretrained(
+        init_from,
+        task_type=task_type,
+        length_mode=length_mode,
+        max_length=task_data.max_length,
+        **extra,
+        **hf_kwargs,
+    )
+
+
+def train_model(
+    model: LengthAdaptiveModel,
+    task_data: TaskData,
     config: TrainConfig,
-) -> Path:
-    """Write to a temporary folder, then rename: a crash never leaves half a checkpoint.
-
-    Every process takes part (each saves its own RNG state); the main one moves files."""
-    final = output_dir / f"{CHECKPOINT_PREFIX}{global_step}"
-    staging = output_dir / f".{CHECKPOINT_PREFIX}{global_step}.partial"
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging))
-    accelerator.wait_for_everyone()
-    if not accelerator.is_main_process:
-        return final
-    state = {
-        "global_step": global_step,
-        "epoch": epoch,
-        "batch_in_epoch": batch_in_epoch,
-        "train_config": _jsonable(asdict(config)),
-    }
-    (staging / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
-    for old in _checkpoints(output_dir)[: -config.keep_checkpoints]:
-        shutil.rmtree(old)
-    return final
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
-def _read_history(path: Path, up_to_step: int) -> list[dict[str, Any]]:
-    """Metrics logged up to the checkpoint we resume from (later rows are redone)."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            if row["step"] <= up_to_step:
-                rows.append(row)
-    return rows
-
-
-def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-def _append_history(path: Path, row: dict[str, Any]) -> None:
-    with path.open("a") as handle:
-        handle.write(json.dumps(row) + "\n")
+    batch_size: int = 32,
+    resume_from: str | Path | Literal["auto"] | None = "auto",
+) -> TrainResult:
+    """Train on the task's training split, then save the model and tokenizer to
+    ``<output_dir>/model``."""
+    loader = make_dataloader(
+        task_data.train, task_data.tokenizer, batch_size, shuffle=True, seed=config.seed
+    )
+    result = train(model, loader, config, resume_from=resume_from)
+    if distributed.is_main_process():
+        final = Path(config.output_dir) / "model"
+        model.save_pretrained(final)
+        save_tokenizer(task_data.tokenizer, final)
+    return result

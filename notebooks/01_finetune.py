@@ -13,15 +13,15 @@ params_file = "params.yaml"
 # %%
 import pandas as pd
 
-from latlib import stages
-from latlib.params import load_params, task_params
+from latlib import pipeline
+from latlib.pipeline import load_params, task_params
 
 params = task_params(load_params(params_file), task)
-paths = stages.TaskPaths(task)
+paths = pipeline.TaskPaths(task)
 pd.Series(params.finetune, name="finetune").to_frame()
 
 # %%
-metrics = stages.finetune(params, paths)
+metrics = pipeline.finetune(params, paths)
 pd.Series(metrics, name=task).to_frame()
 
 # %%

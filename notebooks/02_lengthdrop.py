@@ -18,16 +18,16 @@ params_file = "params.yaml"
 # %%
 import pandas as pd
 
-from latlib import stages
-from latlib.params import load_params, task_params
+from latlib import pipeline
+from latlib.pipeline import load_params, task_params
 
 params = task_params(load_params(params_file), task)
-paths = stages.TaskPaths(task)
+paths = pipeline.TaskPaths(task)
 pd.Series(params.lengthdrop, name="lengthdrop").to_frame()
 
 # %%
-metrics = stages.lengthdrop(params, paths)
-standard = stages.read_json(paths.results / "finetune.json")
+metrics = pipeline.lengthdrop(params, paths)
+standard = pipeline.read_json(paths.results / "finetune.json")
 pd.Series(metrics, name=task).to_frame()
 
 # %%

@@ -18,16 +18,16 @@ params_file = "params.yaml"
 # %%
 import pandas as pd
 
-from latlib import stages
+from latlib import pipeline
 from latlib.anytime import Frontier
-from latlib.params import load_params, task_params
+from latlib.pipeline import load_params, task_params
 
 params = task_params(load_params(params_file), task)
-paths = stages.TaskPaths(task)
+paths = pipeline.TaskPaths(task)
 pd.Series(params.search, name="search").to_frame()
 
 # %%
-summary = stages.search(params, paths)
+summary = pipeline.search(params, paths)
 frontier = Frontier.load(paths.results / "frontier.json")
 pd.DataFrame([frontier.describe(p) for p in frontier.points])
 

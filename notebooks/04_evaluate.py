@@ -21,12 +21,12 @@ params_file = "params.yaml"
 # %%
 import pandas as pd
 
-from latlib import stages
-from latlib.params import load_params, task_params
+from latlib import pipeline
+from latlib.pipeline import load_params, task_params
 
 params = task_params(load_params(params_file), task)
-paths = stages.TaskPaths(task)
-evaluation = stages.evaluate(params, paths)
+paths = pipeline.TaskPaths(task)
+evaluation = pipeline.evaluate(params, paths)
 evaluation["table"]
 
 # %%

@@ -12,11 +12,11 @@ params_file = "params.yaml"
 # %%
 import pandas as pd
 
-from latlib import stages
-from latlib.params import load_params
+from latlib import pipeline
+from latlib.pipeline import load_params
 
 params = load_params(params_file)
-report = stages.report(params["tasks"])
+report = pipeline.report(params["tasks"])
 report["table"]
 
 # %%
@@ -48,7 +48,7 @@ pd.DataFrame(rows).set_index("task").T
 # %%
 from pathlib import Path
 
-from latlib.ablation import reading
+from latlib.pipeline.ablations import reading
 
 ablation_file = Path("results/ablations/table.csv")
 ablation_table = pd.read_csv(ablation_file) if ablation_file.is_file() else pd.DataFrame()

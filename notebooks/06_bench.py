@@ -28,13 +28,13 @@ params_file = "params.yaml"
 # %%
 import pandas as pd
 
-from latlib import stages
-from latlib.bench import SUMMARY_COLUMNS, bench_stage
-from latlib.params import load_params, task_params
+from latlib import pipeline
+from latlib.pipeline import load_params, task_params
+from latlib.pipeline.bench import SUMMARY_COLUMNS, bench_stage
 
 raw = load_params(params_file)
 params = task_params(raw, task)
-paths = stages.TaskPaths(task)
+paths = pipeline.TaskPaths(task)
 pd.Series(raw["bench"], name="bench").to_frame()
 
 # %%

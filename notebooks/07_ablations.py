@@ -18,8 +18,8 @@ params_file = "params.yaml"
 # %%
 import pandas as pd
 
-from latlib.ablation import ablation_stage
-from latlib.params import load_params
+from latlib.pipeline import load_params
+from latlib.pipeline.ablations import ablation_stage
 
 raw = load_params(params_file)
 pd.DataFrame(

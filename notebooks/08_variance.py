@@ -14,8 +14,8 @@ task = "sst2"
 params_file = "params.yaml"
 
 # %%
-from latlib.params import load_params
-from latlib.variance import VarianceSettings, variance_stage
+from latlib.pipeline import load_params
+from latlib.pipeline.variance import VarianceSettings, variance_stage
 
 raw = load_params(params_file)
 VarianceSettings.from_params(raw.get("variance"))  # a bad section fails before training

@@ -17,9 +17,10 @@ text_pair = None  # the hypothesis for MNLI, the context for SQuAD (text is the 
 # %%
 import pandas as pd
 
-from latlib import LengthAdaptiveModel, plots
+from latlib import LengthAdaptiveModel
 from latlib.anytime import surviving_tokens
-from latlib.experiment import load_tokenizer
+from latlib.features import load_tokenizer
+from latlib.pipeline import plots
 
 model_dir = f"models/{task}/anytime"
 model = LengthAdaptiveModel.from_pretrained(model_dir).eval()

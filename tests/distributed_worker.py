@@ -18,9 +18,11 @@ from torch.utils.data import DataLoader
 
 from latlib import LengthAdaptiveConfig, LengthAdaptiveModel, distributed
 from latlib.evaluation import evaluate_classification, predict_logits
+from latlib.lengthdrop import LengthDropConfig
 from latlib.prefix_cache import PrefixCache
-from latlib.search import SearchStore, evolutionary_search
-from latlib.train import LengthDropConfig, TrainConfig, train
+from latlib.search import SearchProblem, evolutionary_search
+from latlib.store import SearchStore
+from latlib.train import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import random_batch, tiny_bert_config  # noqa: E402
@@ -69,11 +71,7 @@ def search(output_dir: str, result_file: str) -> None:
     runs = []
     for _ in range(2):  # the second run finds every configuration in the store
         found = evolutionary_search(
-            evaluate,
-            lambda config: float(sum(config)),
-            (4, 3, 2, 2),
-            (16, 16, 16, 16),
-            16,
+            SearchProblem(evaluate, lambda config: float(sum(config)), (4, 3, 2, 2), (16,) * 4, 16),
             SearchStore(store_path, {"test": "distributed"}),
             population_size=4,
             mutation_size=4,

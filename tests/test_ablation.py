@@ -8,9 +8,9 @@ import pytest
 import yaml
 from conftest import REPO_ROOT
 
-from latlib.ablation import AblationSettings, ablation_table, reading, variant_params
-from latlib.compare import CurvePoint
-from latlib.params import load_params, task_params
+from latlib.pipeline.ablations import AblationSettings, ablation_table, reading, variant_params
+from latlib.pipeline.curves import CurvePoint
+from latlib.pipeline.params import load_params, task_params
 
 
 @pytest.fixture

@@ -97,13 +97,10 @@ def test_select_command_line(tmp_path):
 
 
 def test_tiny_search_on_real_sst2(tmp_path, data_dir, embedded_path):
-    from latlib.experiment import (
-        frontier_from_search,
-        load_tokenizer,
-        prepare_task_data,
-        search_problem,
-    )
-    from latlib.search import SearchStore, evolutionary_search
+    from latlib.features import load_tokenizer, prepare_task_data
+    from latlib.search import evolutionary_search
+    from latlib.search_problem import frontier_from_search, search_problem
+    from latlib.store import SearchStore
 
     tokenizer = load_tokenizer(embedded_path)
     data = prepare_task_data(
@@ -117,7 +114,7 @@ def test_tiny_search_on_real_sst2(tmp_path, data_dir, embedded_path):
     problem = search_problem(model, data, tmp_path / "model", length_drop_ratio_bound=0.3)
     store = SearchStore(tmp_path / "store.jsonl", problem.fingerprint)
     result = evolutionary_search(
-        *problem.arguments,
+        problem,
         store,
         population_size=4,
         mutation_size=3,

@@ -8,7 +8,7 @@ import torch
 from conftest import random_batch, tiny_bert_config
 
 from latlib import LengthAdaptiveConfig, LengthAdaptiveModel
-from latlib.bench import (
+from latlib.pipeline.bench import (
     BenchCase,
     BenchSettings,
     ceiling_case,
@@ -93,7 +93,7 @@ def test_expected_lengthdrop_cost():
 
 
 def test_bench_cases_compute_what_evaluation_computes(embedded_path, tmp_path):
-    from latlib.bench import standard_cases
+    from latlib.pipeline.bench import standard_cases
 
     torch.manual_seed(0)
     model = LengthAdaptiveModel.from_config(

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from latlib import data as D
+from latlib import features as F
 from latlib.metrics import normalize_answer, postprocess_span_predictions, squad_em_f1
 
 # ----------------------------------------------------------------------------- fixtures
@@ -305,7 +306,7 @@ def test_take_subset():
 def test_bucket_sampler_properties():
     rng = np.random.default_rng(0)
     lengths = rng.integers(5, 200, size=1_003)
-    s = D.BucketBatchSampler(lengths, batch_size=8, shuffle=True, seed=7, chunk_batches=10)
+    s = F.BucketBatchSampler(lengths, batch_size=8, shuffle=True, seed=7, chunk_batches=10)
     first = list(s)
     assert len(first) == len(s) == 126
     flat = sorted(i for b in first for i in b)
@@ -320,24 +321,24 @@ def test_bucket_sampler_properties():
     def pad_tokens(batches):
         return sum(len(b) * lengths[b].max() - lengths[b].sum() for b in batches)
 
-    rand = D.BucketBatchSampler(lengths, 8, shuffle=True, seed=7, bucket=False)
+    rand = F.BucketBatchSampler(lengths, 8, shuffle=True, seed=7, bucket=False)
     assert pad_tokens(first) < 0.25 * pad_tokens(list(rand))
-    ordered = list(D.BucketBatchSampler(lengths, 8, shuffle=False))
+    ordered = list(F.BucketBatchSampler(lengths, 8, shuffle=False))
     flat_lengths = lengths[[i for b in ordered for i in b]]
     assert (np.diff(flat_lengths) <= 0).all()
-    dropped = D.BucketBatchSampler(lengths, 8, shuffle=True, seed=1, drop_last=True)
+    dropped = F.BucketBatchSampler(lengths, 8, shuffle=True, seed=1, drop_last=True)
     assert len(list(dropped)) == len(dropped) == 125
     assert all(len(b) == 8 for b in dropped)
 
 
 def test_tokenize_and_dataloader(sst2_dev, tokenizer):
-    feats = D.tokenize_classification(sst2_dev, tokenizer, "sst2", max_length=64)
+    feats = F.tokenize_classification(sst2_dev, tokenizer, "sst2", max_length=64)
     assert {"input_ids", "attention_mask", "labels"} <= set(feats.column_names)
     assert "sentence" not in feats.column_names
-    lengths = D.sequence_lengths(feats)
+    lengths = F.sequence_lengths(feats)
     assert lengths.max() <= 64 and len(lengths) == 872
 
-    loader = D.make_dataloader(feats, tokenizer, batch_size=32, shuffle=True, seed=5)
+    loader = F.make_dataloader(feats, tokenizer, batch_size=32, shuffle=True, seed=5)
     seen = []
     labels = np.array(feats[:]["labels"])
     for batch in loader:
@@ -353,14 +354,14 @@ def test_tokenize_and_dataloader(sst2_dev, tokenizer):
     def batches(ld):
         return [b["index"].tolist() for b in ld]
 
-    again = D.make_dataloader(feats, tokenizer, batch_size=32, shuffle=True, seed=5)
+    again = F.make_dataloader(feats, tokenizer, batch_size=32, shuffle=True, seed=5)
     assert batches(again) == batches(loader)
     loader.batch_sampler.set_epoch(1)
     assert batches(loader) != batches(again)
 
-    plain = D.make_dataloader(feats, tokenizer, 32, shuffle=False, seed=0, bucket=False)
+    plain = F.make_dataloader(feats, tokenizer, 32, shuffle=False, seed=0, bucket=False)
     assert [i for b in batches(plain) for i in b] == list(range(872))
-    no_index = D.make_dataloader(feats, tokenizer, 32, shuffle=False, seed=0, return_index=False)
+    no_index = F.make_dataloader(feats, tokenizer, 32, shuffle=False, seed=0, return_index=False)
     assert "index" not in next(iter(no_index))
 
 
@@ -373,7 +374,7 @@ def _fold(text: str) -> str:
 
 def test_squad_train_features(squad_dev, tokenizer):
     examples = squad_dev.select(range(50))
-    feats = D.prepare_squad_train_features(examples, tokenizer, max_length=128, doc_stride=32)
+    feats = F.prepare_squad_train_features(examples, tokenizer, max_length=128, doc_stride=32)
     assert set(feats.column_names) >= {"input_ids", "start_positions", "end_positions"}
     assert "context" not in feats.column_names
     assert len(feats) > 50  # short windows force overflow
@@ -412,7 +413,7 @@ def test_squad_train_features(squad_dev, tokenizer):
 
 def test_squad_eval_features_roundtrip(squad_dev, tokenizer):
     examples = squad_dev.select(range(50))
-    feats = D.prepare_squad_eval_features(examples, tokenizer, max_length=128, doc_stride=32)
+    feats = F.prepare_squad_eval_features(examples, tokenizer, max_length=128, doc_stride=32)
     assert {"example_id", "offset_mapping", "input_ids"} <= set(feats.column_names)
     rows = feats[:]
     assert rows["offset_mapping"][0][0] is None  # [CLS]
@@ -439,5 +440,5 @@ def test_squad_eval_features_roundtrip(squad_dev, tokenizer):
     refs = {ex["id"]: ex["answers"]["text"] for ex in examples}
     assert squad_em_f1(preds, refs)["exact_match"] >= 85.0
     # Dataloader drops strings and offsets but keeps the row index.
-    batch = next(iter(D.make_dataloader(feats, tokenizer, 8, shuffle=False, seed=0)))
+    batch = next(iter(F.make_dataloader(feats, tokenizer, 8, shuffle=False, seed=0)))
     assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "index"}

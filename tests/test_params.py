@@ -8,7 +8,7 @@ import pytest
 import yaml
 from conftest import REPO_ROOT
 
-from latlib.params import check_params, load_params, task_params
+from latlib.pipeline.params import check_params, load_params, task_params
 
 PROFILES = sorted(p.stem for p in (REPO_ROOT / "profiles").glob("*.yaml"))
 

@@ -288,7 +288,7 @@ def results_lock(project: Path) -> dict:
 def test_bench_tables_hold_the_cases_side_by_side(project):
     import pandas as pd
 
-    from latlib.bench import SEARCH_PATHS
+    from latlib.pipeline.bench import SEARCH_PATHS
 
     for task in TASKS:
         table = pd.read_csv(project / "results" / "bench" / f"{task}.csv")
@@ -303,3 +303,19 @@ def test_bench_tables_hold_the_cases_side_by_side(project):
         assert list(search["path"]) == [path for path, _, _ in SEARCH_PATHS]
         assert search["same_scores"].all()  # the cache never changes a score
         assert search["evaluations"].nunique() == 1 and search["evaluations"].iloc[0] > 0
+
+
+def test_a_refactor_reruns_a_stage_but_never_retrains(project):
+    """A change to the training code that computes the same thing (here a comment) makes
+    DVC rerun the stage, which finds its finished run and trains no step."""
+    source = project / "latlib" / "train.py"
+    original = source.read_text()
+    source.write_text(original + "\n# moved, renamed, refactored: the same computation\n")
+    try:
+        assert "finetune@sst2" in json.loads(dvc(project, "status", "--json"))
+        dvc(project, "repro", "finetune@sst2")
+        timing = json.loads((project / "runs" / "sst2" / "timings.json").read_text())["finetune"]
+        assert timing["resumed_from"] is not None and timing["steps_per_second"] == 0.0
+    finally:
+        source.write_text(original)
+        dvc(project, "repro", "finetune@sst2")

@@ -14,8 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from latlib.search import (
-    EvaluatedConfig,
-    SearchStore,
+    SearchProblem,
     constant_ratio_configs,
     crossover,
     evolutionary_search,
@@ -26,6 +25,7 @@ from latlib.search import (
     random_config,
     random_search,
 )
+from latlib.store import EvaluatedConfig, SearchStore
 
 
 def smallest_config(num_layers, max_length, p):
@@ -305,10 +305,12 @@ class Recorder:
 SEARCH = dict(population_size=8, mutation_size=10, crossover_size=10, iterations=8)
 
 
+def toy_problem(evaluate, cost=toy_cost):
+    return SearchProblem(evaluate, cost, LOWER, UPPER, L)
+
+
 def run_evo(store, evaluate, seed=0):
-    return evolutionary_search(
-        evaluate, toy_cost, LOWER, UPPER, L, store, seed=seed, progress=False, **SEARCH
-    )
+    return evolutionary_search(toy_problem(evaluate), store, seed=seed, progress=False, **SEARCH)
 
 
 def test_kill_and_resume_reproduces_uninterrupted_run(tmp_path):
@@ -349,12 +351,10 @@ def test_search_is_seeded_and_beats_random(tmp_path):
         assert is_valid_config(r.config, LOWER, UPPER)
 
     n = len(a.evaluated)
-    rnd = random_search(
-        Recorder(), toy_cost, LOWER, UPPER, L, SearchStore(tmp_path / "r.jsonl", FP), n, seed=3
-    )
+    rnd = random_search(toy_problem(Recorder()), SearchStore(tmp_path / "r.jsonl", FP), n, seed=3)
     assert len(rnd.evaluated) == n
     again = random_search(
-        Recorder(), toy_cost, LOWER, UPPER, L, SearchStore(tmp_path / "r2.jsonl", FP), n, seed=3
+        toy_problem(Recorder()), SearchStore(tmp_path / "r2.jsonl", FP), n, seed=3
     )
     assert again.frontier == rnd.frontier
 
@@ -370,7 +370,7 @@ def test_search_reuses_a_shared_store(tmp_path):
     # A random search and an evolutionary search may share one store: the second
     # reads back what the first evaluated and still follows its own trajectory.
     path = tmp_path / "shared.jsonl"
-    rnd = random_search(Recorder(), toy_cost, LOWER, UPPER, L, SearchStore(path, FP), 40, seed=1)
+    rnd = random_search(toy_problem(Recorder()), SearchStore(path, FP), 40, seed=1)
     evo_fresh = run_evo(SearchStore(tmp_path / "fresh.jsonl", FP), Recorder())
     rec = Recorder()
     evo_shared = run_evo(SearchStore(path, FP), rec)
@@ -381,11 +381,7 @@ def test_search_reuses_a_shared_store(tmp_path):
 def test_on_iteration_and_progress_output(tmp_path, capsys):
     seen = []
     evolutionary_search(
-        Recorder(),
-        toy_cost,
-        LOWER,
-        UPPER,
-        L,
+        toy_problem(Recorder()),
         SearchStore(tmp_path / "p.jsonl", FP),
         population_size=4,
         mutation_size=3,
@@ -404,11 +400,7 @@ def test_store_cost_mismatch_is_detected(tmp_path):
     run_evo(SearchStore(path, FP), Recorder())
     with pytest.raises(ValueError, match="cost"):
         evolutionary_search(
-            Recorder(),
-            lambda c: 2 * toy_cost(c),
-            LOWER,
-            UPPER,
-            L,
+            toy_problem(Recorder(), cost=lambda c: 2 * toy_cost(c)),
             SearchStore(path, FP),
             progress=False,
             **SEARCH,

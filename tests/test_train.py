@@ -13,8 +13,9 @@ from conftest import tiny_bert_config
 from transformers import AutoTokenizer
 
 from latlib import LengthAdaptiveConfig, LengthAdaptiveModel
-from latlib.data import make_dataloader
-from latlib.train import LengthDropConfig, TrainConfig, distillation_loss, train
+from latlib.features import make_dataloader
+from latlib.lengthdrop import LengthDropConfig, distillation_loss
+from latlib.train import TrainConfig, train
 
 
 @pytest.fixture(scope="module")

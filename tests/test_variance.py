@@ -8,9 +8,11 @@ import pytest
 import yaml
 from conftest import REPO_ROOT
 
-from latlib.params import task_params
-from latlib.stages import TaskPaths, format_table, with_seed_spread
-from latlib.variance import (
+from latlib.pipeline.params import task_params
+from latlib.pipeline.paths import TaskPaths
+from latlib.pipeline.report import with_seed_spread
+from latlib.pipeline.tables import format_table
+from latlib.pipeline.variance import (
     STANDARD_ROW,
     VarianceSettings,
     main_seed,

@@ -10,7 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from .search import EvaluatedConfig, hypervolume, pareto_frontier
+from ..search import hypervolume, pareto_frontier
+from ..store import EvaluatedConfig
+
+# The curves of the paper's Figure 2, plus random search (same number of evaluations).
+STANDARD_CONSTANT = "standard + constant rate"
+LAT_CONSTANT = "LAT + constant rate"
+LAT_EVOLUTIONARY = "LAT + evolutionary search"
+LAT_RANDOM = "LAT + random search"
+CURVES = (STANDARD_CONSTANT, LAT_CONSTANT, LAT_EVOLUTIONARY, LAT_RANDOM)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -35,10 +36,16 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from .data import make_dataloader, sequence_lengths
-from .flops import example_macs, model_macs
-from .lengths import sample_length_config, smallest_config, to_model_lengths
-from .model import LengthAdaptiveModel
+from ..features import TaskData, make_dataloader, sequence_lengths
+from ..flops import example_macs, model_macs
+from ..lengths import sample_length_config, smallest_config, to_model_lengths
+from ..model import LengthAdaptiveModel
+from ..store import SearchStore
+from . import plots
+from .params import TaskParams
+from .paths import TaskPaths
+from .runs import task_data
+from .search import params_evolutionary_search, params_search_problem
 
 PLAIN = "transformers (sdpa)"
 FULL = "latlib, full length"
@@ -411,15 +418,12 @@ def benchmark_model(
     return pd.concat(tables, ignore_index=True)
 
 
-def bench_stage(params: Any, paths: Any, section: dict[str, Any]) -> dict[str, Any]:
+def bench_stage(params: TaskParams, paths: TaskPaths, section: dict[str, Any]) -> dict[str, Any]:
     """The pipeline's bench stage for one task: time the anytime model on the dev set,
     write ``results/bench/<task>.{csv,md}`` and ``figures/<task>-latency.{png,svg}``.
 
     Unlike every other stage its numbers are measurements: a rerun gives other ones, so
     they live apart from ``results/tasks/`` (which the report reads)."""
-    from . import plots
-    from .stages import task_data
-
     settings = BenchSettings.from_params(section)
     data = task_data(params, paths.anytime_model, with_train=False)
     table = benchmark_model(paths.anytime_model, data.dev, data.tokenizer, settings, print)
@@ -450,16 +454,13 @@ SEARCH_PATHS = (
 )
 
 
-def search_speed(params: Any, paths: Any, iterations: int, data: Any) -> pd.DataFrame:
+def search_speed(
+    params: TaskParams, paths: TaskPaths, iterations: int, data: TaskData
+) -> pd.DataFrame:
     """The pipeline's evolutionary search, its first ``iterations`` generations, run from
     an empty store along each of ``SEARCH_PATHS``. The table gives evaluations per minute
     of each, its speedup over the first, and whether all scored every configuration the
     same (they run the same operations on the same tensors)."""
-    import tempfile
-
-    from .search import SearchStore
-    from .stages import params_evolutionary_search, params_search_problem
-
     model = LengthAdaptiveModel.from_pretrained(paths.anytime_model).eval()
     rows, scores = [], {}
     for path, reuse_batches, cached in SEARCH_PATHS:

@@ -16,23 +16,19 @@ from typing import Any
 
 import pandas as pd
 
-from .compare import CurvePoint, cheapest_within, curve_hypervolume
-from .distributed import is_main_process
-from .experiment import TaskData, curve_point, primary_metric
-from .lengths import full_config
+from ..distributed import is_main_process
+from ..evaluation import macs_function
+from ..features import TaskData, primary_metric
+from ..lengthdrop import LengthDropConfig
+from ..lengths import full_config
+from ..store import SearchStore
+from . import plots
+from .curves import CurvePoint, cheapest_within, curve_hypervolume
+from .evaluate import curve_point
 from .params import TaskParams, task_params
-from .search import SearchStore
-from .stages import (
-    TaskPaths,
-    params_evolutionary_search,
-    params_search_problem,
-    read_json,
-    smallest_score,
-    task_data,
-    train_from,
-    training_run_dir,
-)
-from .train import LengthDropConfig
+from .paths import TaskPaths, read_json
+from .runs import smallest_score, task_data, train_from, training_run_dir
+from .search import params_evolutionary_search, params_search_problem
 
 _SEARCH_KEYS = ("population_size", "mutation_size", "crossover_size", "iterations")
 # What a variant may change: LengthDrop's own knobs and its optimiser's.
@@ -111,13 +107,15 @@ def run_variant(
     searched = params_evolutionary_search(params, problem, store, **settings.search)
     batch = params.search["eval_batch_size"]
     _, smallest = smallest_score(model, data, params.lengthdrop["length_drop_ratio_bound"], batch)
+    dev_cost = macs_function(model, data, "dev")
+    full = full_config(model.num_layers, data.max_length)
     return {
         "variant": name,
         "steps": result.global_step,
-        "full": curve_point(name, model, data, full_config(model.num_layers, data.max_length)),
+        "full": curve_point(name, model, data, full, cost=dev_cost),
         "smallest_score": smallest,
         "frontier": [
-            curve_point(name, model, data, point.config, batch_size=batch)
+            curve_point(name, model, data, point.config, batch_size=batch, cost=dev_cost)
             for point in searched.frontier
         ],
         "evaluations": len(searched.evaluated),
@@ -192,8 +190,6 @@ def reading(table: pd.DataFrame, metric: str = "accuracy") -> list[str]:
 def ablation_stage(raw_params: dict[str, Any], root: str | Path = ".") -> dict[str, Any]:
     """The pipeline's ablations stage: every variant of the ``ablations`` section, then
     ``results/ablations/{table,curves}`` and ``figures/ablations.{png,svg}``."""
-    from . import plots
-
     settings = AblationSettings.from_params(raw_params.get("ablations") or {}, raw_params["tasks"])
     base = task_params(raw_params, settings.task)
     variants = {

@@ -18,13 +18,16 @@ from typing import Any
 
 import pandas as pd
 
-from .compare import CurvePoint
-from .distributed import barrier, device, is_main_process
-from .experiment import curve_point, primary_metric
-from .lengths import full_config
-from .model import LengthAdaptiveModel
+from ..distributed import barrier, device, is_main_process
+from ..features import primary_metric
+from ..lengths import full_config
+from ..model import LengthAdaptiveModel
+from . import plots
+from .curves import CurvePoint
+from .evaluate import curve_point
 from .params import TaskParams, task_params
-from .stages import TaskPaths, read_json, task_data, train_from, training_run_dir
+from .paths import TaskPaths, read_json
+from .runs import task_data, train_from, training_run_dir
 
 STANDARD_ROW = "standard"
 
@@ -152,8 +155,6 @@ def variance_stage(raw_params: dict[str, Any], task: str, root: str | Path = "."
     """The pipeline's variance stage for one task: train the extra seeds, score every seed
     at the main table's configurations, write ``results/tasks/<task>/seeds.csv`` (every
     seed), ``variance.{csv,md}`` (the spread) and ``figures/<task>-variance.{png,svg}``."""
-    from . import plots
-
     settings = VarianceSettings.from_params(raw_params.get("variance"))
     params = task_params(raw_params, task)
     paths = TaskPaths(task, Path(root))

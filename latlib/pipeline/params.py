@@ -20,8 +20,9 @@ from typing import Any
 
 import yaml
 
-from .data import TASKS
-from .train import LengthDropConfig, TrainConfig
+from ..data import TASKS
+from ..lengthdrop import LengthDropConfig
+from ..train import TrainConfig
 
 STAGES = ("model", "data", "finetune", "lengthdrop", "search", "evaluate")
 
@@ -205,11 +206,3 @@ def task_params(params: dict[str, Any], task: str) -> TaskParams:
         if not 0 < float(rate) <= 1:
             raise ValueError(f"search.constant_rates must lie in (0, 1], got {rate} ({task})")
     return result
-
-
-def source_digest(paths: list[str | Path]) -> str:
-    """A short hash of source files, so a run folder is not resumed by changed code."""
-    digest = hashlib.sha256()
-    for path in sorted(str(p) for p in paths):
-        digest.update(Path(path).read_bytes())
-    return digest.hexdigest()[:12]

@@ -17,7 +17,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib import ticker
 
-from .compare import CurvePoint
+from .curves import CurvePoint
 
 plt.rcParams["svg.hashsalt"] = "latlib"  # deterministic element ids in SVG output
 

@@ -1,0 +1,158 @@
+"""Stage evaluate: the paper's Figure 2 curves on dev, their hypervolumes, the paper-style
+table and the Pareto plot of one task."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import pandas as pd
+
+from .. import distributed
+from ..distributed import is_main_process
+from ..evaluation import evaluate_model, macs_function
+from ..features import TaskData, primary_metric
+from ..flops import paper_macs
+from ..lengths import constant_rate_config, full_config, to_model_lengths
+from ..model import LengthAdaptiveModel
+from . import plots
+from .curves import (
+    LAT_CONSTANT,
+    LAT_EVOLUTIONARY,
+    LAT_RANDOM,
+    STANDARD_CONSTANT,
+    CurvePoint,
+    curve_hypervolume,
+    summary_rows,
+)
+from .params import TaskParams
+from .paths import TaskPaths, read_json, write_json
+from .runs import task_data
+from .tables import format_table
+
+
+def evaluate(params: TaskParams, paths: TaskPaths) -> dict[str, Any]:
+    """The four curves on the dev set, their hypervolumes, the paper-style table and the
+    Pareto plots of one task."""
+    tolerance = params.evaluate["tolerance"]
+    batch = params.search["eval_batch_size"]
+    device = distributed.device()
+    lat = LengthAdaptiveModel.from_pretrained(paths.anytime_model).eval().to(device)
+    standard = (
+        LengthAdaptiveModel.from_pretrained(
+            paths.standard_model, length_mode=lat.config.length_mode
+        )
+        .eval()
+        .to(device)
+    )
+    data = task_data(params, paths.lat_model, with_train=False)
+    searched = read_json(paths.results / "search.json")
+    frontier = lat.frontier
+    num_layers, max_length = lat.num_layers, data.max_length
+
+    full = full_config(num_layers, max_length)
+    dev_cost = macs_function(lat, data, "dev")  # the same for both models: one backbone
+    # Scores already known, by (model, configuration): each is computed once.
+    known = {(id(lat), full): frontier.full_dev_score}
+
+    def point(name: str, model: LengthAdaptiveModel, grid, score: float | None = None):
+        key = (id(model), tuple(grid))
+        scored = curve_point(
+            name,
+            model,
+            data,
+            grid,
+            score if score is not None else known.get(key),
+            batch_size=batch,
+            cost=dev_cost,
+        )
+        known[key] = scored.score
+        return scored
+
+    standard_full = point(STANDARD_CONSTANT, standard, full)
+    lat_full = point("LAT", lat, full)
+    curves: dict[str, list[CurvePoint]] = {
+        LAT_EVOLUTIONARY: [
+            point(LAT_EVOLUTIONARY, lat, p.grid_config, p.dev_score) for p in frontier.points
+        ],
+        LAT_RANDOM: [point(LAT_RANDOM, lat, p["config"]) for p in searched["random_frontier"]],
+    }
+    for name, model in ((STANDARD_CONSTANT, standard), (LAT_CONSTANT, lat)):
+        curves[name] = [
+            point(name, model, constant_rate_config(num_layers, max_length, float(rate)))
+            for rate in params.search["constant_rates"]
+        ]
+    curves = {name: points for name, points in curves.items() if points}
+    metric = primary_metric(data)
+
+    all_points = [p for points in curves.values() for p in points]
+    reference = (standard_full.macs * 1.0001, min(p.score for p in all_points))
+    hypervolumes = {name: curve_hypervolume(points, *reference) for name, points in curves.items()}
+    rows = summary_rows(
+        standard_full, lat_full, curves[LAT_EVOLUTIONARY], tolerance=tolerance, metric=metric
+    )
+    table = pd.DataFrame(rows)
+    table.insert(0, "task", params.task)
+    curves_table = pd.DataFrame([asdict(p) for points in curves.values() for p in points])
+    curves_table["config"] = curves_table["config"].map(lambda c: " ".join(map(str, c)))
+    curves_table.insert(0, "task", params.task)
+
+    cheapest = rows[-1]
+    metrics = {
+        "task": params.task,
+        "metric": metric,
+        "standard": standard_full.score,
+        "lat_full": lat_full.score,
+        "lat_best": rows[2][metric],
+        "cheapest_within_tolerance": cheapest.get(metric),
+        "cheapest_flops_reduction": cheapest.get("flops_reduction"),
+        "cheapest_paper_flops_reduction": cheapest.get("paper_flops_reduction"),
+        "tolerance": tolerance,
+        "hypervolume": hypervolumes,
+        "evaluations": searched["evaluations"],
+        "frontier_size": searched["frontier_size"],
+    }
+    if not is_main_process():
+        return {"table": table, "curves": curves_table, "metrics": metrics, "figure": None}
+    paths.results.mkdir(parents=True, exist_ok=True)
+    table.to_csv(paths.results / "table.csv", index=False)
+    (paths.results / "table.md").write_text(format_table(table, metric) + "\n")
+    curves_table.to_csv(paths.results / "curves.csv", index=False)
+    write_json(paths.results / "metrics.json", metrics)
+    figure = plots.pareto_figure(
+        curves, title=f"{params.task}: dev {metric} vs FLOPs", metric=metric
+    )
+    plots.save_figure(figure, paths.figures / f"{params.task}-pareto")
+    return {"table": table, "curves": curves_table, "metrics": metrics, "figure": figure}
+
+
+def curve_point(
+    name: str,
+    model: LengthAdaptiveModel,
+    task_data: TaskData,
+    grid: Sequence[int],
+    score: float | None = None,
+    split: str = "dev",
+    batch_size: int = 64,
+    cost: Callable[[Sequence[int]], float] | None = None,
+) -> CurvePoint:
+    """One model at one grid configuration, scored on ``split`` (unless ``score`` is given).
+
+    ``cost``: ``evaluation.macs_function`` of this model and split, made once for many
+    points (it reads every row's length)."""
+    if score is None:
+        lengths = to_model_lengths(grid, model.config.length_mode, task_data.max_length)
+        score = evaluate_model(model, task_data, split, lengths, batch_size)[
+            primary_metric(task_data)
+        ]
+    cost = cost or macs_function(model, task_data, split)
+    return CurvePoint(
+        curve=name,
+        config=tuple(grid),
+        macs=cost(grid),
+        paper_macs=float(
+            paper_macs(model.hf_config, task_data.max_length, grid, model.config.task_type).total
+        ),
+        score=score,
+    )
