@@ -22,7 +22,7 @@ from .model import LengthAdaptiveConfig, LengthAdaptiveModel
 from .search import SearchProblem, evolutionary_search, random_search
 from .search_problem import frontier_from_search, search_problem
 from .store import SearchStore
-from .train import TrainConfig, build_model, train, train_model
+from .train import TrainConfig, build_model, train_model
 
 __all__ = [
     "Frontier",
@@ -51,7 +51,6 @@ __all__ = [
     "search_problem",
     "smallest_config",
     "to_model_lengths",
-    "train",
     "train_model",
     "validate_length_config",
 ]

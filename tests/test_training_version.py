@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from latlib import train as train_module
+import latlib.train as train_module
 from latlib.features import load_tokenizer, make_dataloader, prepare_task_data
 from latlib.lengthdrop import LengthDropConfig
 from latlib.pipeline.params import load_params, task_params
