@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ import numpy as np
 Split = Literal["train", "dev"]
 SPLITS: tuple[str, ...] = ("train", "dev")
 DATA_DIR_ENV = "LATLIB_DATA_DIR"
+SOURCE_PREFIX = "latlib source: "
+logger = logging.getLogger(__name__)
 
 # Columns a BERT-style model (or its loss) consumes; everything else is dropped before
 # collation because the collator cannot pad strings or nested offset lists.
@@ -83,13 +86,16 @@ TASKS: dict[str, TaskSpec] = {
         text_fields=("premise", "hypothesis"),
         hub_path=("glue", "mnli"),
         hub_splits={"train": "train", "dev": "validation_matched"},
-        # The full train set first; the 10k sample is only a stand-in when it is all we have.
+        # The full train set first, then the largest verified sample (29,526 pairs, a
+        # superset of the 10k sample), the 10k sample last.
         local_files={
             "train": (
                 "mnli/train.jsonl",
                 "mnli/train.jsonl.gz",
                 "mnli/train.tsv",
                 "mnli/train.tsv.gz",
+                "mnli/train_sample_29k.jsonl",
+                "mnli/train_sample_29k.jsonl.gz",
                 "mnli/train_subset_10k.jsonl",
                 "mnli/train_subset_10k.jsonl.gz",
             ),
@@ -193,7 +199,17 @@ def load_task(task: str, split: Split, data_dir: str | Path | None = None) -> da
     ds = _normalise(spec, ds, source)
     if len(ds) == 0:
         raise ValueError(f"{spec.name} {split!r} from {source} has no usable rows")
+    ds.info.description = f"{SOURCE_PREFIX}{source}"
+    logger.info("%s %s: read %s (%d rows)", spec.name, split, source, len(ds))
     return ds
+
+
+def data_source(ds: datasets.Dataset) -> str | None:
+    """Where ``load_task`` read a split from (a file, or the hub's name and split)."""
+    description = ds.info.description or ""
+    return (
+        description.removeprefix(SOURCE_PREFIX) if description.startswith(SOURCE_PREFIX) else None
+    )
 
 
 def _load_from_hub(spec: TaskSpec, split: str) -> datasets.Dataset:

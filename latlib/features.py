@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +26,7 @@ from .backbones import tokenizer_source
 from .data import (
     MODEL_COLUMNS,
     TaskSpec,
+    data_source,
     get_task,
     load_task,
     take_subset,
@@ -350,6 +351,8 @@ class TaskData:
     dev: datasets.Dataset
     search_examples: datasets.Dataset
     dev_examples: datasets.Dataset
+    # Where each split was read (``data.data_source``): a file, or the hub's name and split.
+    sources: dict[str, str] = field(default_factory=dict)
 
     def split(self, name: str) -> tuple[datasets.Dataset, datasets.Dataset]:
         """(features, examples) of ``"search"`` or ``"dev"``."""
@@ -413,6 +416,7 @@ def prepare_task_data(
         dev=features(dev_rows, False),
         search_examples=search_rows,
         dev_examples=dev_rows,
+        sources={"train": data_source(train_rows), "dev": data_source(dev_rows)},
     )
 
 

@@ -66,7 +66,9 @@ class LengthAdaptiveConfig:
     ``max_length`` is the nominal sequence length of the task (the paper's
     ``max_seq_length``): the unit of the search grid and of paper-style FLOPs.
     ``keep_cls`` forces ``[CLS]`` to survive every layer; classification needs it (the
-    pooler reads position 0). Span extraction always restores dropped tokens.
+    pooler reads position 0). ``drop_and_restore`` (span extraction): dropped tokens come
+    back at their positions after the last layer, so any position can be an answer; off,
+    a dropped position cannot be one (its logits are the lowest value), as in PoWER-BERT.
     """
 
     task_type: TaskType = "classification"
@@ -74,6 +76,7 @@ class LengthAdaptiveConfig:
     max_length: int = 128
     keep_cls: bool = True
     length_config: tuple | None = None  # used when forward() is given none (set_budget sets it)
+    drop_and_restore: bool = True
 
     def __post_init__(self) -> None:
         if self.task_type not in TASK_TYPES:
@@ -293,17 +296,23 @@ class LengthAdaptiveModel(nn.Module):
     ) -> LengthAdaptiveClassifierOutput | LengthAdaptiveSpanOutput:
         """Run the task model; ``length_config=None`` uses ``config.length_config``
         (full length when that is None too). ``layer_keep`` is LayerDrop's mask."""
+        span = self.config.task_type == "span"
         encoded = self.encode(
             input_ids,
             attention_mask,
             token_type_ids,
             length_config=length_config,
             layer_keep=layer_keep,
-            restore=self.config.task_type == "span",
+            restore=span and self.config.drop_and_restore,
             output_hidden_states=output_hidden_states,
             length_mode=length_mode,
         )
-        output = self.head(encoded.last_hidden_state, labels, start_positions, end_positions)
+        sequence, dropped = encoded.last_hidden_state, None
+        if span and not self.config.drop_and_restore:
+            # Survivors only [B, l, H]: each goes back to its input position, and every
+            # dropped position (and padding) gets the lowest logit, so it is never chosen.
+            sequence, dropped = _unrestored(encoded, input_ids.size(1))
+        output = self.head(sequence, labels, start_positions, end_positions, dropped)
         if output_hidden_states:
             output.hidden_states = encoded.hidden_states
             output.token_positions = encoded.token_positions
@@ -316,10 +325,14 @@ class LengthAdaptiveModel(nn.Module):
         labels: torch.Tensor | None = None,
         start_positions: torch.Tensor | None = None,
         end_positions: torch.Tensor | None = None,
+        dropped: torch.Tensor | None = None,
     ) -> LengthAdaptiveClassifierOutput | LengthAdaptiveSpanOutput:
-        """The task head on the encoder's last hidden state (restored, for span tasks)."""
+        """The task head on the encoder's last hidden state (restored, for span tasks;
+        ``dropped`` [B, L] marks positions that cannot be answers)."""
         if self.config.task_type == "span":
             logits = self.layout.span(self.backbone, sequence)  # [B, L, 2]
+            if dropped is not None:
+                logits = logits.masked_fill(dropped[..., None], torch.finfo(logits.dtype).min)
             start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, -1))
             loss = None
             if start_positions is not None and end_positions is not None:
@@ -507,6 +520,21 @@ def set_linear_layout(module: nn.Module, inference: bool) -> None:
                 weight.data = weight.data.t().contiguous().t()
             elif not inference and not weight.is_contiguous():
                 weight.data = weight.data.contiguous()
+
+
+def _unrestored(encoded: EncoderOutput, input_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Without Drop-and-Restore: the survivors [B, l, H] at their input positions in a
+    [B, L, H] sequence (zeros elsewhere), and which positions were dropped [B, L]."""
+    hidden = encoded.last_hidden_state
+    positions, mask = encoded.token_positions[-1], encoded.token_masks[-1]  # [B, l]
+    batch, _, size = hidden.shape
+    # Slots holding no surviving token go to an extra sink column, cut off at the end.
+    slots = positions.masked_fill(~mask, input_length)  # [B, l]
+    full = hidden.new_zeros(batch, input_length + 1, size)
+    full.scatter_(1, slots[..., None].expand(-1, -1, size), hidden)
+    kept = torch.zeros(batch, input_length + 1, dtype=torch.bool, device=hidden.device)
+    kept.scatter_(1, slots, mask)
+    return full[:, :input_length], ~kept[:, :input_length]
 
 
 def _restore_index(state: EncoderState) -> torch.Tensor:

@@ -105,9 +105,20 @@ def test_mnli_real(data_dir):
     assert len(dev) == 9_815
     assert collections.Counter(_labels(dev)) == {0: 3_479, 1: 3_123, 2: 3_213}
     assert dev.column_names == ["premise", "hypothesis", "label"]
-    train = D.load_task("mnli", "train", data_dir)  # falls back to the 10k sample
-    assert len(train) == 9_999
-    assert set(_labels(train)) == {0, 1, 2}
+    # No full train set: the 29k verified sample, and the loader says so.
+    train = D.load_task("mnli", "train", data_dir)
+    assert len(train) == 29_526
+    assert collections.Counter(_labels(train)) == {0: 9_789, 1: 9_852, 2: 9_885}
+    assert D.data_source(train).endswith("mnli/train_sample_29k.jsonl.gz")
+    assert D.data_source(D.take_subset(train, 10, 0)) == D.data_source(train)
+
+
+def test_mnli_falls_back_to_the_10k_sample(data_dir, tmp_path):
+    (tmp_path / "mnli").mkdir()
+    shutil.copy(data_dir / "mnli" / "train_subset_10k.jsonl", tmp_path / "mnli")
+    train = D.load_task("mnli", "train", tmp_path)
+    assert len(train) == 9_999 and set(_labels(train)) == {0, 1, 2}
+    assert D.data_source(train) == str(tmp_path / "mnli" / "train_subset_10k.jsonl")
 
 
 def test_mnli_glue_tsv_layout(data_dir, tmp_path):

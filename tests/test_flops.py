@@ -25,6 +25,24 @@ def test_reference_table_full_lengths():
     assert abs(paper_macs(distil, 384, task_type="span").total / 17.67e9 - 1) < 1e-3
 
 
+def test_paper_style_is_the_reference_formula_on_a_reduced_configuration():
+    """The paper's FLOPs: the output projection on every token entering a layer,
+    4 a H^2 + 2 a^2 H + 2 b H F per layer, as the reference code runs it."""
+    hidden, ffn = 768, 3072
+    config = (300, 250, 200, 170, 140, 120, 100, 90, 80, 70, 60, 50)
+    counts = (384, *config)
+    formula = sum(
+        4 * a * hidden**2 + 2 * a * a * hidden + 2 * b * hidden * ffn
+        for a, b in zip(counts[:-1], counts[1:], strict=True)
+    )
+    breakdown = paper_macs(BertConfig(), 384, config, task_type="span")
+    assert sum(breakdown.layers) == formula
+    assert breakdown.total == formula + 384 * hidden * 2  # the span head at every position
+    # What the model computes (real-token count) runs the projection after the selection.
+    computed = model_macs(BertConfig(), 384, config, "absolute", "span")
+    assert sum(computed.layers) < formula
+
+
 def test_layer_formula_and_breakdown():
     config = tiny_bert_config(3)
     breakdown = model_macs(config, 20, (15, 10, 10), mode="absolute")

@@ -265,6 +265,36 @@ def test_without_restore_only_survivors_remain():
     assert out.last_hidden_state.shape[1] == 4
 
 
+@pytest.mark.parametrize(
+    "mode,config", [("absolute", (9, 7, 7, 3)), ("ratio", (0.7, 0.5, 0.5, 0.2))]
+)
+def test_without_drop_and_restore_only_survivors_can_be_answers(mode, config):
+    """PoWER-BERT on span extraction: a survivor's logits are those of the model with
+    Drop-and-Restore at that position (the head reads one vector), every other position
+    gets the lowest value, so no dropped token is ever an answer."""
+    model = tiny_model("span", length_mode=mode)
+    lengths = [12, 12, 7]
+    batch = random_batch(3, lengths, seed=3)
+    with torch.no_grad():
+        restored = model(**batch, length_config=config)
+        encoded = model.encode(batch["input_ids"], batch["attention_mask"], length_config=config)
+        model.config.drop_and_restore = False
+        plain = model(**batch, length_config=config)
+    lowest = torch.finfo(plain.start_logits.dtype).min
+    positions, masks = encoded.token_positions[-1], encoded.token_masks[-1]
+    for row in range(len(lengths)):
+        survivors = set(positions[row][masks[row]].tolist())
+        assert survivors and len(survivors) < lengths[row]
+        for position in range(batch["input_ids"].size(1)):
+            for name in ("start_logits", "end_logits"):
+                value = getattr(plain, name)[row, position]
+                if position in survivors:
+                    assert (value - getattr(restored, name)[row, position]).abs() <= TOL
+                else:
+                    assert value == lowest
+    assert LengthAdaptiveConfig(task_type="span").drop_and_restore  # the paper's setting
+
+
 # ---------------------------------------------------------------- LayerDrop
 
 

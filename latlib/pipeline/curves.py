@@ -19,6 +19,10 @@ LAT_CONSTANT = "LAT + constant rate"
 LAT_EVOLUTIONARY = "LAT + evolutionary search"
 LAT_RANDOM = "LAT + random search"
 CURVES = (STANDARD_CONSTANT, LAT_CONSTANT, LAT_EVOLUTIONARY, LAT_RANDOM)
+# Span extraction only: the searched configurations with dropped tokens gone for good
+# (PoWER-BERT's way), against Drop-and-Restore (the paper's claim 3).
+NO_RESTORE = "no Drop-and-Restore"
+LAT_NO_RESTORE = f"LAT + evolutionary search, {NO_RESTORE}"
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,25 @@ def cheapest_within(
     return min(good, key=lambda p: (p.paper_macs if paper_style else p.macs, -p.score))
 
 
+def summary_row(
+    name: str, point: CurvePoint | None, standard_full: CurvePoint, metric: str = "accuracy"
+) -> dict:
+    """One row of the paper-style table: a point's score and costs against the standard
+    model at full length (only the name and an empty score when there is no point)."""
+    if point is None:
+        return {"model": name, metric: None}
+    return {
+        "model": name,
+        "length_config": list(point.config),
+        metric: point.score,
+        "delta_vs_standard": point.score - standard_full.score,
+        "macs": point.macs,
+        "flops_reduction": standard_full.macs / point.macs,
+        "paper_macs": point.paper_macs,
+        "paper_flops_reduction": standard_full.paper_macs / point.paper_macs,
+    }
+
+
 def summary_rows(
     standard_full: CurvePoint,
     lat_full: CurvePoint,
@@ -76,26 +99,13 @@ def summary_rows(
     point, and at the cheapest point within ``tolerance`` of standard."""
     best = max(lat_points, key=lambda p: (p.score, -p.macs))
     cheapest = cheapest_within(lat_points, standard_full.score, tolerance)
-
-    def row(name: str, point: CurvePoint | None) -> dict:
-        if point is None:
-            return {"model": name, metric: None}
-        return {
-            "model": name,
-            "length_config": list(point.config),
-            metric: point.score,
-            "delta_vs_standard": point.score - standard_full.score,
-            "macs": point.macs,
-            "flops_reduction": standard_full.macs / point.macs,
-            "paper_macs": point.paper_macs,
-            "paper_flops_reduction": standard_full.paper_macs / point.paper_macs,
-        }
-
     return [
-        row("standard", standard_full),
-        row("LAT, full length", lat_full),
-        row("LAT, best point", best),
-        row(f"LAT, cheapest within {tolerance} of standard", cheapest),
+        summary_row("standard", standard_full, standard_full, metric),
+        summary_row("LAT, full length", lat_full, standard_full, metric),
+        summary_row("LAT, best point", best, standard_full, metric),
+        summary_row(
+            f"LAT, cheapest within {tolerance} of standard", cheapest, standard_full, metric
+        ),
     ]
 
 

@@ -38,6 +38,7 @@ CURVE_ORDER = (
     "LAT + constant rate",
     "LAT + random search",
     "LAT + evolutionary search",
+    "LAT + evolutionary search, no Drop-and-Restore",
 )
 
 

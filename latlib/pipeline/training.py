@@ -30,6 +30,8 @@ def _train_stage(
     metrics: dict[str, Any] = {
         "task": params.task,
         "metric": metric,
+        "train_source": data.sources.get("train"),
+        "dev_source": data.sources.get("dev"),
         "train_rows": len(data.train),
         "dev_rows": len(data.dev),
         "steps": result.global_step,

@@ -11,6 +11,7 @@ per seed, which would cost a search per seed and mix two sources of variance.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +24,7 @@ from ..features import primary_metric
 from ..lengths import full_config
 from ..model import LengthAdaptiveModel
 from . import plots
-from .curves import CurvePoint
+from .curves import NO_RESTORE, CurvePoint
 from .evaluate import curve_point
 from .params import TaskParams, task_params
 from .paths import TaskPaths, read_json
@@ -119,11 +120,18 @@ def score_seed(
     configurations: dict[str, tuple[int, ...]],
     batch_size: int,
 ) -> list[CurvePoint]:
-    """One seed's dev scores: the standard model on its row, LAT on every other."""
+    """One seed's dev scores: the standard model on its row, LAT on every other (without
+    Drop-and-Restore on the rows that say so)."""
+    unrestored = copy.deepcopy(lat)
+    unrestored.config.drop_and_restore = False
+
+    def model_of(name: str) -> LengthAdaptiveModel:
+        if name == STANDARD_ROW:
+            return standard
+        return unrestored if name.endswith(NO_RESTORE) else lat
+
     return [
-        curve_point(
-            name, standard if name == STANDARD_ROW else lat, data, grid, None, "dev", batch_size
-        )
+        curve_point(name, model_of(name), data, grid, None, "dev", batch_size)
         for name, grid in configurations.items()
     ]
 
