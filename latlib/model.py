@@ -52,6 +52,7 @@ from .selection import (
     keep_counts,
     restore_index,
     select_tokens,
+    unrestored,
 )
 
 CONFIG_NAME = "length_adaptive_config.json"
@@ -311,7 +312,12 @@ class LengthAdaptiveModel(nn.Module):
         if span and not self.config.drop_and_restore:
             # Survivors only [B, l, H]: each goes back to its input position, and every
             # dropped position (and padding) gets the lowest logit, so it is never chosen.
-            sequence, dropped = _unrestored(encoded, input_ids.size(1))
+            sequence, dropped = unrestored(
+                encoded.last_hidden_state,
+                encoded.token_positions[-1],
+                encoded.token_masks[-1],
+                input_ids.size(1),
+            )
         output = self.head(sequence, labels, start_positions, end_positions, dropped)
         if output_hidden_states:
             output.hidden_states = encoded.hidden_states
@@ -520,21 +526,6 @@ def set_linear_layout(module: nn.Module, inference: bool) -> None:
                 weight.data = weight.data.t().contiguous().t()
             elif not inference and not weight.is_contiguous():
                 weight.data = weight.data.contiguous()
-
-
-def _unrestored(encoded: EncoderOutput, input_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Without Drop-and-Restore: the survivors [B, l, H] at their input positions in a
-    [B, L, H] sequence (zeros elsewhere), and which positions were dropped [B, L]."""
-    hidden = encoded.last_hidden_state
-    positions, mask = encoded.token_positions[-1], encoded.token_masks[-1]  # [B, l]
-    batch, _, size = hidden.shape
-    # Slots holding no surviving token go to an extra sink column, cut off at the end.
-    slots = positions.masked_fill(~mask, input_length)  # [B, l]
-    full = hidden.new_zeros(batch, input_length + 1, size)
-    full.scatter_(1, slots[..., None].expand(-1, -1, size), hidden)
-    kept = torch.zeros(batch, input_length + 1, dtype=torch.bool, device=hidden.device)
-    kept.scatter_(1, slots, mask)
-    return full[:, :input_length], ~kept[:, :input_length]
 
 
 def _restore_index(state: EncoderState) -> torch.Tensor:

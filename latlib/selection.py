@@ -169,6 +169,25 @@ def restore_index(
     return index[..., None].expand(-1, -1, hidden_size)
 
 
+def unrestored(
+    hidden: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, input_length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Without Drop-and-Restore: the survivors ``hidden`` [B, l, H] (at input ``positions``
+    [B, l], live where ``mask``) back at their positions in a [B, L, H] sequence, zeros
+    elsewhere, and which of the L positions hold no survivor [B, L].
+
+    Unlike ``restore_index``, every slot without a live token, padding included, goes to
+    the sink column (index L), which is cut off: nothing but survivors is written.
+    """
+    batch, _, size = hidden.shape
+    slots = positions.masked_fill(~mask, input_length)  # [B, l]
+    full = hidden.new_zeros(batch, input_length + 1, size)
+    full.scatter_(1, slots[..., None].expand(-1, -1, size), hidden)
+    kept = torch.zeros(batch, input_length + 1, dtype=torch.bool, device=hidden.device)
+    kept.scatter_(1, slots, mask)
+    return full[:, :input_length], ~kept[:, :input_length]
+
+
 def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """x [B, L, H], index [B, k] -> [B, k, H]."""
     return x.gather(1, index[..., None].expand(-1, -1, x.size(-1)))

@@ -98,7 +98,8 @@ def run_variant(
     name: str, params: TaskParams, settings: AblationSettings, data: TaskData, paths: TaskPaths
 ) -> dict[str, Any]:
     """Train, search and score one variant; checkpoints and the search store live in a
-    run folder keyed by its parameters and the training code, so a killed stage resumes."""
+    run folder keyed by its parameters and the training version, so a killed stage
+    resumes and a finished one is reused."""
     run_dir = training_run_dir(params, paths, "lengthdrop", prefix=f"ablation-{name}")
     model, result = train_from(params, "lengthdrop", paths.standard_model, data, run_dir)
     model.eval()

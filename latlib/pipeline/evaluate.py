@@ -97,8 +97,7 @@ def evaluate(params: TaskParams, paths: TaskPaths) -> dict[str, Any]:
     )
     if lat.config.task_type == "span":
         # Claim 3: the same model at the same configurations, dropped tokens not restored.
-        unrestored = copy.deepcopy(lat)
-        unrestored.config.drop_and_restore = False
+        unrestored = without_drop_and_restore(lat)
         curves[LAT_NO_RESTORE] = [
             point(LAT_NO_RESTORE, unrestored, p.grid_config) for p in frontier.points
         ]
@@ -143,6 +142,13 @@ def evaluate(params: TaskParams, paths: TaskPaths) -> dict[str, Any]:
     )
     plots.save_figure(figure, paths.figures / f"{params.task}-pareto")
     return {"table": table, "curves": curves_table, "metrics": metrics, "figure": figure}
+
+
+def without_drop_and_restore(model: LengthAdaptiveModel) -> LengthAdaptiveModel:
+    """A copy of a span model whose dropped tokens stay dropped (PoWER-BERT's way)."""
+    copied = copy.deepcopy(model)
+    copied.config.drop_and_restore = False
+    return copied
 
 
 def curve_point(

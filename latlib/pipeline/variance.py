@@ -11,7 +11,6 @@ per seed, which would cost a search per seed and mix two sources of variance.
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +24,7 @@ from ..lengths import full_config
 from ..model import LengthAdaptiveModel
 from . import plots
 from .curves import NO_RESTORE, CurvePoint
-from .evaluate import curve_point
+from .evaluate import curve_point, without_drop_and_restore
 from .params import TaskParams, task_params
 from .paths import TaskPaths, read_json
 from .runs import task_data, train_from, training_run_dir
@@ -122,8 +121,12 @@ def score_seed(
 ) -> list[CurvePoint]:
     """One seed's dev scores: the standard model on its row, LAT on every other (without
     Drop-and-Restore on the rows that say so)."""
-    unrestored = copy.deepcopy(lat)
-    unrestored.config.drop_and_restore = False
+    # Only span tasks have such rows: the copy is made when one is there.
+    unrestored = (
+        without_drop_and_restore(lat)
+        if any(name.endswith(NO_RESTORE) for name in configurations)
+        else None
+    )
 
     def model_of(name: str) -> LengthAdaptiveModel:
         if name == STANDARD_ROW:
