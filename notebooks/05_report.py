@@ -39,6 +39,16 @@ for task, metrics in report["metrics"].items():
 pd.DataFrame(rows).set_index("task").T
 
 # %% [markdown]
+# ## The paper's claims, task by task
+#
+# Each claim judged from the files above (`results/claims.md`): 1, LAT at full length
+# against standard; 2, the three curves of Figure 2 by hypervolume; 3, SQuAD's searched
+# configurations with and without Drop-and-Restore; 4, the ablations.
+
+# %%
+report["claims"]
+
+# %% [markdown]
 # ## Ablations
 #
 # Each part of LengthDrop switched off in turn (stage `ablations`, notebook 7), on the

@@ -18,7 +18,7 @@ from latlib.pipeline import load_params
 from latlib.pipeline.variance import VarianceSettings, variance_stage
 
 raw = load_params(params_file)
-VarianceSettings.from_params(raw.get("variance"))  # a bad section fails before training
+VarianceSettings.from_params(raw.get("variance"), raw["tasks"])  # fails before training
 
 # %%
 variance = variance_stage(raw, task)

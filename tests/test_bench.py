@@ -69,11 +69,20 @@ def test_time_cases_runs_every_case_every_repetition():
         ({"repeats": 2}, "repeats must be >= 3"),
         ({"batch_sizes": [0]}, "batch_sizes must be positive"),
         ({"max_point": 3}, "unknown key"),
+        ({"overrides": {"squad": {"repeat": 3}}}, r"bench\.overrides\.squad"),
+        ({"overrides": {"squad": 3}}, "must map a task"),
     ],
 )
 def test_bad_bench_settings_are_refused(section, message):
     with pytest.raises(ValueError, match=message):
         BenchSettings.from_params(section)
+
+
+def test_a_task_override_replaces_the_sections_value_for_that_task_only():
+    section = {"repeats": 5, "overrides": {"squad": {"repeats": 3, "max_examples": {32: 64}}}}
+    assert BenchSettings.from_params(section, "squad").repeats == 3
+    assert BenchSettings.from_params(section, "squad").max_examples == {32: 64}
+    assert BenchSettings.from_params(section, "sst2").repeats == 5
 
 
 def test_expected_lengthdrop_cost():

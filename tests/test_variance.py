@@ -43,6 +43,15 @@ def test_bad_settings_are_refused(section, message):
         VarianceSettings.from_params(section)
 
 
+def test_variance_tasks_must_be_tasks_the_pipeline_runs():
+    settings = VarianceSettings.from_params({"seeds": [1], "tasks": ["sst2"]}, ["sst2", "squad"])
+    assert settings.tasks == ("sst2",)
+    with pytest.raises(ValueError, match="add them to 'tasks'"):
+        VarianceSettings.from_params({"seeds": [1], "tasks": ["mnli"]}, ["sst2"])
+    with pytest.raises(ValueError, match="list of task names"):
+        VarianceSettings.from_params({"seeds": [1], "tasks": "sst2"}, ["sst2"])
+
+
 def test_the_main_seed_comes_first_and_runs_once():
     settings = VarianceSettings.from_params({"seeds": [43, 42, 44]})
     assert settings.all_seeds(42) == (42, 43, 44)

@@ -339,18 +339,22 @@ class BenchSettings:
     search_iterations: int = 2  # search replayed with and without the prefix cache (0: skip)
 
     @classmethod
-    def from_params(cls, section: dict[str, Any]) -> BenchSettings:
-        known = {
-            "batch_sizes",
-            "repeats",
-            "max_examples",
-            "max_points",
-            "threads",
-            "search_iterations",
-        }
-        unknown = set(section) - known
-        if unknown:
-            raise ValueError(f"unknown key(s) bench.{sorted(unknown)}; known: {sorted(known)}")
+    def from_params(cls, section: dict[str, Any], task: str | None = None) -> BenchSettings:
+        """The settings of ``task``: the section with ``overrides[task]`` applied (a long
+        input costs more per pass, so SQuAD times fewer examples than SST-2)."""
+        section = dict(section)
+        overrides = section.pop("overrides", None) or {}
+        if not isinstance(overrides, dict) or not all(
+            isinstance(v, dict) for v in overrides.values()
+        ):
+            raise ValueError(
+                "bench.overrides must map a task to its values, e.g. {squad: {repeats: 3}}"
+            )
+        if task is not None:
+            section.update(overrides.get(task, {}))
+        for name, values in overrides.items():  # unknown keys fail for every task alike
+            cls._check_keys(values, f"bench.overrides.{name}")
+        cls._check_keys(section, "bench")
         settings = cls(
             batch_sizes=tuple(section.get("batch_sizes", (1, 32))),
             repeats=section.get("repeats", 5),
@@ -368,6 +372,20 @@ class BenchSettings:
         if settings.search_iterations < 0:
             raise ValueError("bench.search_iterations must be >= 0 (0: no search timing)")
         return settings
+
+    @staticmethod
+    def _check_keys(section: dict[str, Any], name: str) -> None:
+        known = {
+            "batch_sizes",
+            "repeats",
+            "max_examples",
+            "max_points",
+            "threads",
+            "search_iterations",
+        }
+        unknown = set(section) - known
+        if unknown:
+            raise ValueError(f"unknown key(s) {name}.{sorted(unknown)}; known: {sorted(known)}")
 
 
 def spread_points(points: Sequence[Any], count: int) -> list[Any]:
@@ -424,7 +442,7 @@ def bench_stage(params: TaskParams, paths: TaskPaths, section: dict[str, Any]) -
 
     Unlike every other stage its numbers are measurements: a rerun gives other ones, so
     they live apart from ``results/tasks/`` (which the report reads)."""
-    settings = BenchSettings.from_params(section)
+    settings = BenchSettings.from_params(section, params.task)
     data = task_data(params, paths.anytime_model, with_train=False)
     table = benchmark_model(paths.anytime_model, data.dev, data.tokenizer, settings, print)
     table.insert(0, "task", params.task)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import pandas as pd
@@ -15,7 +15,7 @@ from ..distributed import is_main_process
 from ..evaluation import evaluate_model, macs_function
 from ..features import TaskData, primary_metric
 from ..flops import paper_macs
-from ..lengths import constant_rate_config, full_config, to_model_lengths
+from ..lengths import constant_rate_config, full_config, smallest_config, to_model_lengths
 from ..model import LengthAdaptiveModel
 from . import plots
 from .curves import (
@@ -24,11 +24,13 @@ from .curves import (
     LAT_NO_RESTORE,
     LAT_RANDOM,
     NO_RESTORE,
+    SMALLEST_ROW,
     STANDARD_CONSTANT,
+    STANDARD_ROW,
     CurvePoint,
     curve_hypervolume,
     summary_row,
-    summary_rows,
+    table_points,
 )
 from .params import TaskParams
 from .paths import TaskPaths, read_json, write_json
@@ -40,6 +42,7 @@ def evaluate(params: TaskParams, paths: TaskPaths) -> dict[str, Any]:
     """The four curves on the dev set, their hypervolumes, the paper-style table and the
     Pareto plots of one task."""
     tolerance = params.evaluate["tolerance"]
+    bound = params.lengthdrop["length_drop_ratio_bound"]
     batch = params.search["eval_batch_size"]
     device = distributed.device()
     lat = LengthAdaptiveModel.from_pretrained(paths.anytime_model).eval().to(device)
@@ -92,25 +95,47 @@ def evaluate(params: TaskParams, paths: TaskPaths) -> dict[str, Any]:
     # The hypervolumes' reference point comes from the paper's curves alone.
     all_points = [p for points in curves.values() for p in points]
     reference = (standard_full.macs * 1.0001, min(p.score for p in all_points))
-    rows = summary_rows(
-        standard_full, lat_full, curves[LAT_EVOLUTIONARY], tolerance=tolerance, metric=metric
-    )
+    smallest = point(SMALLEST_ROW, lat, smallest_config(num_layers, max_length, bound))
+    picked = [
+        (name, lat if name != STANDARD_ROW else standard, chosen)
+        for name, chosen in table_points(
+            standard_full, lat_full, curves[LAT_EVOLUTIONARY], smallest, tolerance
+        )
+    ]
     if lat.config.task_type == "span":
         # Claim 3: the same model at the same configurations, dropped tokens not restored.
         unrestored = without_drop_and_restore(lat)
         curves[LAT_NO_RESTORE] = [
             point(LAT_NO_RESTORE, unrestored, p.grid_config) for p in frontier.points
         ]
-        by_config = {p.config: p for p in curves[LAT_NO_RESTORE]}
-        for row in rows[2:]:
-            if row.get("length_config") is not None:
-                same = by_config[tuple(row["length_config"])]
-                rows.append(
-                    summary_row(f"{row['model']}, {NO_RESTORE}", same, standard_full, metric)
-                )
+        picked += [
+            (f"{name}, {NO_RESTORE}", unrestored, point(LAT_NO_RESTORE, unrestored, p.config))
+            for name, _, p in picked[2:]
+            if p is not None
+        ]
     hypervolumes = {name: curve_hypervolume(points, *reference) for name, points in curves.items()}
+    table_data, rescore = table_split(params, data, paths)
+    if rescore:
+        table_cost = macs_function(lat, table_data, "dev")
+        rescored: dict[tuple[int, tuple[int, ...]], CurvePoint] = {}
+
+        def on_table_rows(name: str, model: LengthAdaptiveModel, p: CurvePoint) -> CurvePoint:
+            key = (id(model), p.config)
+            if key not in rescored:
+                rescored[key] = curve_point(
+                    name, model, table_data, p.config, batch_size=batch, cost=table_cost
+                )
+            return rescored[key]
+
+        picked = [
+            (name, model, None if p is None else on_table_rows(name, model, p))
+            for name, model, p in picked
+        ]
+    standard_table = picked[0][2]
+    rows = [summary_row(name, p, standard_table, metric) for name, _, p in picked]
     table = pd.DataFrame(rows)
     table.insert(0, "task", params.task)
+    table["dev_rows"] = len(table_data.dev_examples)
     curves_table = pd.DataFrame([asdict(p) for points in curves.values() for p in points])
     curves_table["config"] = curves_table["config"].map(lambda c: " ".join(map(str, c)))
     curves_table.insert(0, "task", params.task)
@@ -119,12 +144,15 @@ def evaluate(params: TaskParams, paths: TaskPaths) -> dict[str, Any]:
     metrics = {
         "task": params.task,
         "metric": metric,
-        "standard": standard_full.score,
-        "lat_full": lat_full.score,
+        "table_dev_rows": len(table_data.dev_examples),
+        "curve_dev_rows": len(data.dev_examples),
+        "standard": rows[0][metric],
+        "lat_full": rows[1][metric],
         "lat_best": rows[2][metric],
         "cheapest_within_tolerance": cheapest.get(metric),
         "cheapest_flops_reduction": cheapest.get("flops_reduction"),
         "cheapest_paper_flops_reduction": cheapest.get("paper_flops_reduction"),
+        "lat_smallest": rows[4][metric],
         "tolerance": tolerance,
         "hypervolume": hypervolumes,
         "evaluations": searched["evaluations"],
@@ -142,6 +170,18 @@ def evaluate(params: TaskParams, paths: TaskPaths) -> dict[str, Any]:
     )
     plots.save_figure(figure, paths.figures / f"{params.task}-pareto")
     return {"table": table, "curves": curves_table, "metrics": metrics, "figure": figure}
+
+
+def table_split(params: TaskParams, data: TaskData, paths: TaskPaths) -> tuple[TaskData, bool]:
+    """The dev rows the table is scored on (``evaluate.table_dev_size``; null: all of
+    dev) and whether they differ from the curves' rows (``data.dev_size``), in which case
+    the table's points are scored again on them."""
+    size = params.evaluate.get("table_dev_size")
+    if size == params.data["dev_size"]:
+        return data, False
+    table_params = replace(params, data={**params.data, "dev_size": size})
+    table_data = task_data(table_params, paths.lat_model, with_train=False)
+    return table_data, len(table_data.dev_examples) != len(data.dev_examples)
 
 
 def without_drop_and_restore(model: LengthAdaptiveModel) -> LengthAdaptiveModel:

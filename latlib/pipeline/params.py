@@ -76,7 +76,7 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "eval_batch_size": int,
         "cache_mb": int,
     },
-    "evaluate": {"tolerance": float},
+    "evaluate": {"tolerance": float, "table_dev_size": (int, type(None))},
 }
 
 

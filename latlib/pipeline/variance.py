@@ -23,13 +23,11 @@ from ..features import primary_metric
 from ..lengths import full_config
 from ..model import LengthAdaptiveModel
 from . import plots
-from .curves import NO_RESTORE, CurvePoint
-from .evaluate import curve_point, without_drop_and_restore
+from .curves import NO_RESTORE, SMALLEST_ROW, STANDARD_ROW, CurvePoint
+from .evaluate import curve_point, table_split, without_drop_and_restore
 from .params import TaskParams, task_params
 from .paths import TaskPaths, read_json
 from .runs import task_data, train_from, training_run_dir
-
-STANDARD_ROW = "standard"
 
 
 @dataclass(frozen=True)
@@ -37,13 +35,31 @@ class VarianceSettings:
     """The ``variance`` section of params.yaml."""
 
     seeds: tuple[int, ...]
+    tasks: tuple[str, ...] = ()  # the tasks whose seeds are trained again (dvc.yaml's foreach)
 
     @classmethod
-    def from_params(cls, section: dict[str, Any] | None) -> VarianceSettings:
+    def from_params(
+        cls, section: dict[str, Any] | None, tasks: list[str] | None = None
+    ) -> VarianceSettings:
+        """The section, checked; ``tasks``: the pipeline's tasks, which must include
+        every task of ``variance.tasks``."""
         section = section or {}
-        unknown = set(section) - {"seeds"}
+        unknown = set(section) - {"seeds", "tasks"}
         if unknown:
-            raise ValueError(f"unknown key(s) variance.{sorted(unknown)}; known: ['seeds']")
+            raise ValueError(
+                f"unknown key(s) variance.{sorted(unknown)}; known: ['seeds', 'tasks']"
+            )
+        variance_tasks = section.get("tasks", [])
+        if not isinstance(variance_tasks, list) or not all(
+            isinstance(t, str) for t in variance_tasks
+        ):
+            raise ValueError(f"variance.tasks must be a list of task names, got {variance_tasks!r}")
+        outside = [t for t in variance_tasks if tasks is not None and t not in tasks]
+        if outside:
+            raise ValueError(
+                f"variance.tasks names {outside}, which 'tasks' ({tasks}) does not run; "
+                "add them to 'tasks' or remove them from variance.tasks"
+            )
         seeds = section.get("seeds") or []
         if not isinstance(seeds, list) or not all(
             isinstance(s, int) and not isinstance(s, bool) for s in seeds
@@ -51,7 +67,7 @@ class VarianceSettings:
             raise ValueError(f"variance.seeds must be a list of ints, got {seeds!r}")
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"variance.seeds repeats a seed: {seeds}")
-        return cls(seeds=tuple(seeds))
+        return cls(seeds=tuple(seeds), tasks=tuple(variance_tasks))
 
     def all_seeds(self, main_seed: int) -> tuple[int, ...]:
         """The main run's seed first, then the extra ones (the main seed listed again is
@@ -108,7 +124,7 @@ def table_configurations(
         if isinstance(config, list):
             rows[row["model"]] = tuple(config)
     rows.setdefault(STANDARD_ROW, full_config(num_layers, max_length))
-    rows["LAT, smallest configuration"] = tuple(smallest)
+    rows.setdefault(SMALLEST_ROW, tuple(smallest))
     return rows
 
 
@@ -166,14 +182,15 @@ def variance_stage(raw_params: dict[str, Any], task: str, root: str | Path = "."
     """The pipeline's variance stage for one task: train the extra seeds, score every seed
     at the main table's configurations, write ``results/tasks/<task>/seeds.csv`` (every
     seed), ``variance.{csv,md}`` (the spread) and ``figures/<task>-variance.{png,svg}``."""
-    settings = VarianceSettings.from_params(raw_params.get("variance"))
+    settings = VarianceSettings.from_params(raw_params.get("variance"), raw_params["tasks"])
     params = task_params(raw_params, task)
     paths = TaskPaths(task, Path(root))
     seeds = settings.all_seeds(main_seed(params))
     table = pd.read_csv(paths.results / "table.csv")
     smallest = read_json(paths.results / "lengthdrop.json")["smallest_config"]
     batch = params.search["eval_batch_size"]
-    data = task_data(params, paths.standard_model, with_train=False)
+    # The rows the main table was scored on, so each row's spread sits beside its score.
+    data, _ = table_split(params, task_data(params, paths.standard_model, with_train=False), paths)
     num_layers = len(smallest)
     configurations = table_configurations(table, smallest, num_layers, data.max_length)
     rows = []
