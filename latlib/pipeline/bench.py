@@ -22,7 +22,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -373,16 +373,9 @@ class BenchSettings:
             raise ValueError("bench.search_iterations must be >= 0 (0: no search timing)")
         return settings
 
-    @staticmethod
-    def _check_keys(section: dict[str, Any], name: str) -> None:
-        known = {
-            "batch_sizes",
-            "repeats",
-            "max_examples",
-            "max_points",
-            "threads",
-            "search_iterations",
-        }
+    @classmethod
+    def _check_keys(cls, section: dict[str, Any], name: str) -> None:
+        known = {f.name for f in fields(cls)}
         unknown = set(section) - known
         if unknown:
             raise ValueError(f"unknown key(s) {name}.{sorted(unknown)}; known: {sorted(known)}")
