@@ -43,7 +43,7 @@ def test_variant_params_change_only_their_keys(raw):
 @pytest.mark.parametrize(
     "edit,message",
     [
-        (lambda s: s.update(task="mnli"), "not in tasks"),
+        (lambda s: s.update(task="qnli"), "not in tasks"),
         (lambda s: s.update(max_steps=0), "max_steps must be a positive int"),
         (lambda s: s["variants"].update(bad={"hidden_size": 3}), "not LengthDrop settings"),
         (lambda s: s.update(variants={"only": {}}), "at least two variants"),
