@@ -4,13 +4,21 @@
 
 The notebooks live in git as jupytext percent files (reviewable diffs); the executed
 copies keep their outputs but lose what changes from run to run (timestamps, durations,
-random cell ids, progress bars on stderr), so a rerun leaves git clean.
+random cell ids, progress bars on stderr), so a rerun leaves git clean. The progress
+bars (steps, rate, ETA) go to this command's stderr while the notebook runs, and the
+stage's wall time to ``runs/stage-times.json``, which ``tools/plan.py`` reads to say how
+long the next ``dvc repro`` will take.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
 import tempfile
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jupytext
@@ -19,6 +27,7 @@ import papermill
 import yaml
 
 NOISY_CELL_METADATA = ("papermill", "execution")
+STAGE_TIMES = Path("runs") / "stage-times.json"
 
 
 def strip_noise(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -56,10 +65,43 @@ def run_notebook(source: Path, output: Path, parameters: dict[str, object]) -> N
             parameters=parameters,
             kernel_name="python3",
             progress_bar=False,
+            stderr_file=sys.stderr,
             cwd=str(Path.cwd()),
         )
         result = strip_noise(nbformat.read(executed, as_version=4))
     nbformat.write(result, output)
+
+
+def stage_name(notebook: Path, parameters: dict[str, object]) -> str:
+    """The dvc.yaml stage a notebook run is: ``01_finetune.py -p task sst2`` ->
+    ``finetune@sst2``."""
+    name = notebook.stem.split("_", 1)[-1]
+    task = parameters.get("task")
+    return f"{name}@{task}" if task else name
+
+
+def machine() -> str:
+    """The CPU model and core count: what a stage's wall time depends on most."""
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def record_stage_time(stage: str, seconds: float, file: Path = STAGE_TIMES) -> None:
+    """Keep the last wall time of each stage (not in git: no two runs take the same)."""
+    times = json.loads(file.read_text()) if file.is_file() else {}
+    times[stage] = {
+        "seconds": round(seconds, 1),
+        "machine": machine(),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(json.dumps(times, indent=2, sort_keys=True) + "\n")
 
 
 def main() -> None:
@@ -75,7 +117,9 @@ def main() -> None:
     # Values are read as YAML, as papermill's own command line does: 0.5 is a number,
     # null is None, sst2 stays text.
     parameters = {name: yaml.safe_load(value) for name, value in args.parameter}
+    started = time.perf_counter()
     run_notebook(args.notebook, args.output, parameters)
+    record_stage_time(stage_name(args.notebook, parameters), time.perf_counter() - started)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def train_from(
     model = build_model(
         init_from, data, length_mode=params.model["length_mode"], seed=section["seed"]
     )
-    config = params.train_config(stage, run_dir)
+    config = params.train_config(stage, run_dir, progress=True)  # steps, rate and ETA
     return model, train_model(model, data, config, batch_size=section["batch_size"])
 
 

@@ -24,7 +24,7 @@ from .paths import TaskPaths, record_timing, replace_dir, write_json
 from .runs import task_data
 
 
-def search(params: TaskParams, paths: TaskPaths, progress: bool = False) -> dict[str, Any]:
+def search(params: TaskParams, paths: TaskPaths, progress: bool = True) -> dict[str, Any]:
     """Evolutionary search (and random search with as many evaluations) on the search
     split; the frontier re-scored on dev, saved as ``results/<task>/frontier.json`` and
     beside a copy of the LAT model in ``models/<task>/anytime``."""
