@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 # dvc stages call `python`: make it the venv's
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv test repro lint lock clean-venv
+.PHONY: venv test repro smoke plan lint lock clean-venv
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,19 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# `make repro TARGETS=search@sst2` runs one stage and what it needs.
 repro: $(STAMP)
-	$(VENV)/bin/dvc repro
+	$(PY) tools/plan.py $(TARGETS)
+	$(VENV)/bin/dvc repro $(TARGETS)
+
+# What `make repro` would run and about how long each stage takes, from the last timings.
+plan: $(STAMP)
+	$(PY) tools/plan.py $(TARGETS)
+
+# The whole pipeline on the smoke profile in a scratch copy: minutes, nothing committed
+# is touched (tools/smoke.py says where its outputs are).
+smoke: $(STAMP)
+	$(PY) tools/smoke.py
 
 # Switch the pipeline's parameters to another profile (profiles/*.yaml), then `make repro`.
 profile-%:

@@ -17,6 +17,8 @@ from latlib.pipeline import load_params
 
 params = load_params(params_file)
 report = pipeline.report(params["tasks"])
+for task in report["pending"]:
+    print(f"{task}: not evaluated yet, left out of this report (dvc repro evaluate@{task})")
 report["table"]
 
 # %%

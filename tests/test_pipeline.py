@@ -14,12 +14,13 @@ import pytest
 import yaml
 from conftest import REPO_ROOT
 
+sys.path.insert(0, str(REPO_ROOT / "tools"))
+from smoke import tree_state  # noqa: E402  (tools/ is not a package)
+
 TASKS = ("sst2", "squad")
 PER_TASK_STAGES = ("finetune", "lengthdrop", "search", "evaluate", "variance", "bench")
 # The bench stage measures time: its outputs are expected to change on a rerun.
 MEASUREMENTS = ("results/bench/*", "figures/*-latency.*", "notebooks/executed/06_bench-*")
-# Outputs of the real (default) run: not copied, the smoke run writes its own.
-NOT_COPIED = ("results/", "figures/", "notebooks/executed/", "dvc.lock", "models/")
 
 
 def run(command: list[str], cwd: Path) -> str:
@@ -48,30 +49,41 @@ def dvc(project: Path, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, data_dir) -> Path:
-    """A copy of the project's source files on the smoke profile, after one ``dvc repro``."""
+def smoke_run(tmp_path_factory, data_dir) -> tuple[Path, str, tuple, tuple]:
+    """``make smoke``'s command, run once: a scratch copy of the project on the smoke
+    profile after one ``dvc repro``, what the command printed, and the project's working
+    tree before and after."""
     root = tmp_path_factory.mktemp("project")
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    for name in listed:
-        source = REPO_ROOT / name
-        if name.startswith(NOT_COPIED) or not source.is_file():
-            continue
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, root / name)
-    params = yaml.safe_load((REPO_ROOT / "profiles" / "smoke.yaml").read_text())
-    params["data"]["data_dir"] = str(data_dir)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git(root, "init", "-q")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "smoke profile")
-    dvc(root, "repro")
-    return root
+    before = tree_state(REPO_ROOT)
+    printed = run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "tools" / "smoke.py"),
+            "--dest",
+            str(root),
+            "--data-dir",
+            str(data_dir),
+        ],
+        REPO_ROOT,
+    )
+    return root, printed, before, tree_state(REPO_ROOT)
+
+
+@pytest.fixture(scope="module")
+def project(smoke_run) -> Path:
+    """A copy of the project's source files on the smoke profile, after one ``dvc repro``."""
+    return smoke_run[0]
+
+
+def test_the_quick_look_leaves_the_project_untouched(smoke_run):
+    root, printed, before, after = smoke_run
+    assert after == before, "make smoke changed files of the project itself"
+    assert f"nothing in {REPO_ROOT} changed" in printed
+    assert str(root / "results" / "summary.md") in printed
+    assert str(root / "figures") in printed
+    assert str(root / "notebooks" / "executed") in printed
+    assert yaml.safe_load((root / "params.yaml").read_text())["profile"] == "smoke"
+    assert (root / "results" / "summary.md").is_file()
 
 
 def lock_outputs(project: Path) -> dict[str, list[str]]:
@@ -127,6 +139,9 @@ def test_squad_shows_its_searched_points_without_drop_and_restore(project):
 
     table = pd.read_csv(project / "results" / "tasks" / "squad" / "table.csv")
     configs = dict(zip(table["model"], table["length_config"], strict=True))
+    scored = table.dropna(subset=["f1"])
+    assert scored["exact_match"].between(0.0, 100.0).all()  # EM beside F1 on every row
+    assert (scored["exact_match"] <= scored["f1"] + 1e-9).all()
     unrestored = [name for name in configs if name.endswith(", no Drop-and-Restore")]
     assert unrestored, "the SQuAD table has no row without Drop-and-Restore"
     for name in unrestored:
@@ -339,3 +354,41 @@ def test_a_refactor_reruns_a_stage_but_never_retrains(project):
     finally:
         source.write_text(original)
         dvc(project, "repro", "finetune@sst2")
+
+
+def test_the_plan_says_what_repro_would_run_and_how_long(project):
+    plan = [sys.executable, str(project / "tools" / "plan.py")]
+    assert "every stage is up to date" in run(plan, project)
+    params_file = project / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    params["evaluate"]["tolerance"] = 0.75
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        printed = run(plan, project)
+    finally:
+        params_file.write_text(original)
+    assert "evaluate@sst2" in printed and "report" in printed
+    assert "finetune@sst2" not in printed
+    assert "last run here" in printed  # the smoke run's own stage times
+    assert "total: about" in printed
+
+
+def test_explore_shows_token_survival_where_the_model_exists(project):
+    executed = project / "explore-run.ipynb"
+    run(
+        [
+            sys.executable,
+            str(project / "tools" / "run_notebook.py"),
+            str(project / "notebooks" / "explore.py"),
+            str(executed),
+            "-p",
+            "budget",
+            "1.0",
+        ],
+        project,
+    )
+    notebook = json.loads(executed.read_text())
+    last = notebook["cells"][-1]
+    assert any("image/png" in output.get("data", {}) for output in last["outputs"])
+    assert "is not here" not in json.dumps(last["outputs"])

@@ -115,16 +115,20 @@ def evaluate(params: TaskParams, paths: TaskPaths) -> dict[str, Any]:
         ]
     hypervolumes = {name: curve_hypervolume(points, *reference) for name, points in curves.items()}
     table_data, rescore = table_split(params, data, paths)
-    if rescore:
-        table_cost = macs_function(lat, table_data, "dev")
+    # Span extraction reports exact match beside F1, so its table rows are scored with
+    # every metric (on their own rows, or again on the curves' rows: a few points).
+    other_scores: dict[tuple[int, tuple[int, ...]], dict[str, float]] = {}
+    if rescore or lat.config.task_type == "span":
+        table_cost = macs_function(lat, table_data, "dev") if rescore else dev_cost
         rescored: dict[tuple[int, tuple[int, ...]], CurvePoint] = {}
 
         def on_table_rows(name: str, model: LengthAdaptiveModel, p: CurvePoint) -> CurvePoint:
             key = (id(model), p.config)
             if key not in rescored:
-                rescored[key] = curve_point(
+                rescored[key], scores = scored_point(
                     name, model, table_data, p.config, batch_size=batch, cost=table_cost
                 )
+                other_scores[key] = {k: v for k, v in scores.items() if k != metric}
             return rescored[key]
 
         picked = [
@@ -132,7 +136,13 @@ def evaluate(params: TaskParams, paths: TaskPaths) -> dict[str, Any]:
             for name, model, p in picked
         ]
     standard_table = picked[0][2]
-    rows = [summary_row(name, p, standard_table, metric) for name, _, p in picked]
+    rows = [
+        {
+            **summary_row(name, p, standard_table, metric),
+            **(other_scores.get((id(model), p.config), {}) if p is not None else {}),
+        }
+        for name, model, p in picked
+    ]
     table = pd.DataFrame(rows)
     table.insert(0, "task", params.task)
     table["dev_rows"] = len(table_data.dev_examples)
@@ -189,6 +199,24 @@ def without_drop_and_restore(model: LengthAdaptiveModel) -> LengthAdaptiveModel:
     copied = copy.deepcopy(model)
     copied.config.drop_and_restore = False
     return copied
+
+
+def scored_point(
+    name: str,
+    model: LengthAdaptiveModel,
+    task_data: TaskData,
+    grid: Sequence[int],
+    batch_size: int = 64,
+    cost: Callable[[Sequence[int]], float] | None = None,
+) -> tuple[CurvePoint, dict[str, float]]:
+    """``curve_point`` on the dev split, with every metric the task reports (SQuAD:
+    exact match and F1)."""
+    lengths = to_model_lengths(grid, model.config.length_mode, task_data.max_length)
+    scores = evaluate_model(model, task_data, "dev", lengths, batch_size)
+    primary = scores[primary_metric(task_data)]
+    return curve_point(
+        name, model, task_data, grid, primary, batch_size=batch_size, cost=cost
+    ), scores
 
 
 def curve_point(

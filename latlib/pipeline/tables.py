@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+# Metrics a table may show beside its primary one (SQuAD: exact match beside F1).
+SECONDARY_METRICS = ("exact_match",)
+
 
 def format_table(table: pd.DataFrame, metric: str) -> str:
     """The paper-style table as Markdown, rounded for reading."""
@@ -13,7 +16,9 @@ def format_table(table: pd.DataFrame, metric: str) -> str:
     )
     for column in ("macs", "paper_macs"):
         shown[column] = shown[column].map(lambda v: f"{v / 1e9:.3f} G" if pd.notna(v) else "")
-    for column in (metric, "delta_vs_standard"):
+    for column in (metric, "delta_vs_standard", *SECONDARY_METRICS):
+        if column not in shown:
+            continue
         shown[column] = shown[column].map(lambda v: f"{v:.2f}" if pd.notna(v) else "")
     for column in ("flops_reduction", "paper_flops_reduction"):
         shown[column] = shown[column].map(lambda v: f"{v:.2f}x" if pd.notna(v) else "")

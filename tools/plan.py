@@ -1,0 +1,77 @@
+"""What ``dvc repro`` is about to run, and about how long each stage takes (``make plan``;
+``make repro`` prints it first).
+
+    python tools/plan.py [TARGET ...]    # the plan for `dvc repro [TARGET ...]`
+    python tools/plan.py --record        # keep this machine's last times as the reference
+
+The stages come from ``dvc repro --dry``. Each estimate is the stage's last wall time on
+this machine (``runs/stage-times.json``, written by ``tools/run_notebook.py``), else the
+reference run's (``results/stage-times.csv``, committed, with the machine it ran on); see
+``latlib/pipeline/stage_times.py``. A stage's time scales with the profile's sizes, so an
+estimate holds for the same ``params.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from latlib.pipeline.stage_times import StageTime, describe, estimate, local_times, record
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNNING = re.compile(r"Running stage '([^']+)'")
+
+
+def stages_to_run(targets: list[str], root: Path = ROOT) -> list[str]:
+    """The stages ``dvc repro TARGETS`` would run, in its order."""
+    dvc = Path(sys.executable).parent / "dvc"
+    done = subprocess.run(
+        [str(dvc) if dvc.is_file() else "dvc", "repro", "--dry", *targets],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"dvc repro --dry failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return RUNNING.findall(done.stdout)
+
+
+def format_plan(times: list[StageTime]) -> str:
+    if not times:
+        return "dvc repro: every stage is up to date; nothing to run."
+    width = max(len(t.stage) for t in times)
+    lines = [f"dvc repro will run {len(times)} stage(s):"]
+    for t in times:
+        shown = f"{t.seconds / 60:6.1f} min" if t.seconds is not None else "     ? min"
+        lines.append(f"  {t.stage:<{width}}  {shown}  {t.source}")
+    lines.append(f"  total: {describe(times)}")
+    lines.append(
+        "A killed run resumes where it stopped: training from its last checkpoint, the "
+        "search from its store."
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("targets", nargs="*", help="stages, as for dvc repro (default: all)")
+    parser.add_argument("--record", action="store_true", help="update results/stage-times.csv")
+    args = parser.parse_args()
+    if args.record:
+        try:
+            written = record(local_times(ROOT), ROOT)
+        except ValueError as error:
+            raise SystemExit(str(error)) from error
+        print(f"wrote {written.relative_to(ROOT)}")
+        return
+    print(format_plan(estimate(stages_to_run(args.targets), ROOT)))
+
+
+if __name__ == "__main__":
+    main()
