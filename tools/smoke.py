@@ -33,9 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NOT_COPIED = ("results/", "figures/", "notebooks/executed/", "dvc.lock", "models/", "runs/")
 
 
-def source_files(root: Path = ROOT) -> list[str]:
-    """The project's files as git sees them (tracked, and new files not ignored), less
-    the committed outputs."""
+def git_files(root: Path = ROOT) -> list[str]:
+    """The project's files as git sees them: tracked, and new files not ignored."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=root,
@@ -43,12 +42,17 @@ def source_files(root: Path = ROOT) -> list[str]:
         text=True,
         check=True,
     ).stdout.splitlines()
-    return [name for name in listed if not name.startswith(NOT_COPIED) and (root / name).is_file()]
+    return [name for name in listed if (root / name).is_file()]
+
+
+def source_files(root: Path = ROOT) -> list[str]:
+    """The project's files less the committed outputs."""
+    return [name for name in git_files(root) if not name.startswith(NOT_COPIED)]
 
 
 def tree_state(root: Path = ROOT) -> tuple[str, dict[str, str]]:
-    """``git status`` and a digest of every file git sees (tracked, or new and not
-    ignored): what must be the same before and after a quick look."""
+    """``git status`` and a digest of every file git sees: what must be the same before
+    and after a quick look."""
     status = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=all"],
         cwd=root,
@@ -56,17 +60,8 @@ def tree_state(root: Path = ROOT) -> tuple[str, dict[str, str]]:
         text=True,
         check=True,
     ).stdout
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
     digests = {
-        name: hashlib.sha256((root / name).read_bytes()).hexdigest()
-        for name in listed
-        if (root / name).is_file()
+        name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in git_files(root)
     }
     return status, digests
 
