@@ -61,9 +61,10 @@ def estimate(stages: Iterable[str], root: Path = Path(".")) -> list[StageTime]:
 def describe(times: list[StageTime]) -> str:
     """A total such as "about 1.4 h" (with how many stages have no timing)."""
     known = [t.seconds for t in times if t.seconds is not None]
+    if not known:
+        return "not timed yet"
     total = sum(known)
     text = f"about {total / 3600:.1f} h" if total >= 3600 else f"about {total / 60:.0f} min"
-    text = text if known else "unknown"
     missing = len(times) - len(known)
     return text + (f" (+ {missing} stage(s) not timed yet)" if missing else "")
 
@@ -71,10 +72,12 @@ def describe(times: list[StageTime]) -> str:
 def anytime_model_hint(task: str, root: Path = Path(".")) -> str:
     """What builds ``models/<task>/anytime`` and how long that takes."""
     times = estimate([f"{stage}@{task}" for stage in ANYTIME_CHAIN], root)
+    sources = "; ".join(sorted({t.source for t in times if t.seconds is not None}))
     return (
         f"models/{task}/anytime is not here (models live in the DVC cache, not in git). "
         f"Build it with `make repro TARGETS=search@{task}` "
-        f"(fine-tune, LengthDrop, search: {describe(times)} on 2 CPU cores)."
+        f"(fine-tune, LengthDrop, search: {describe(times)}"
+        + (f", from the {sources})." if sources else ").")
     )
 
 
