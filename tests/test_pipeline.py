@@ -295,7 +295,11 @@ def test_explore_notebook_runs_on_the_pipeline_outputs(project):
         for output in cell.get("outputs", [])
         if "image/png" in output.get("data", {})
     ]
-    assert len(images) == 2  # the frontier with the chosen point, the surviving tokens
+    # every task's curves, the frontier with the chosen point, the surviving tokens
+    assert len(images) == 3
+    last = notebook["cells"][-1]
+    assert any("image/png" in shown.get("data", {}) for shown in last["outputs"])
+    assert "is not here" not in json.dumps(last["outputs"])  # the model exists here
     output.unlink()
 
 
@@ -372,23 +376,3 @@ def test_the_plan_says_what_repro_would_run_and_how_long(project):
     assert "finetune@sst2" not in printed
     assert "last run here" in printed  # the smoke run's own stage times
     assert "total: about" in printed
-
-
-def test_explore_shows_token_survival_where_the_model_exists(project):
-    executed = project / "explore-run.ipynb"
-    run(
-        [
-            sys.executable,
-            str(project / "tools" / "run_notebook.py"),
-            str(project / "notebooks" / "explore.py"),
-            str(executed),
-            "-p",
-            "budget",
-            "1.0",
-        ],
-        project,
-    )
-    notebook = json.loads(executed.read_text())
-    last = notebook["cells"][-1]
-    assert any("image/png" in output.get("data", {}) for output in last["outputs"])
-    assert "is not here" not in json.dumps(last["outputs"])
