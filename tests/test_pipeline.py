@@ -372,7 +372,8 @@ def test_the_plan_says_what_repro_would_run_and_how_long(project):
         printed = run(plan, project)
     finally:
         params_file.write_text(original)
-    assert "evaluate@sst2" in printed and "report" in printed
-    assert "finetune@sst2" not in printed
+    # the stages whose parameters changed, and the report downstream of them
+    assert "evaluate@sst2" in printed and "evaluate@squad" in printed and "report" in printed
+    assert "finetune@sst2" not in printed and "bench@sst2" not in printed
     assert "last run here" in printed  # the smoke run's own stage times
     assert "total: about" in printed

@@ -24,13 +24,14 @@ from latlib.pipeline.stage_times import StageTime, describe, estimate, local_tim
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNING = re.compile(r"Running stage '([^']+)'")
+NODE = re.compile(r'^"([^"]+)";$')
+EDGE = re.compile(r'^"([^"]+)" -> "([^"]+)";$')
 
 
-def stages_to_run(targets: list[str], root: Path = ROOT) -> list[str]:
-    """The stages ``dvc repro TARGETS`` would run, in its order."""
-    dvc = Path(sys.executable).parent / "dvc"
+def dvc(*args: str, root: Path = ROOT) -> str:
+    executable = Path(sys.executable).parent / "dvc"
     done = subprocess.run(
-        [str(dvc) if dvc.is_file() else "dvc", "repro", "--dry", *targets],
+        [str(executable) if executable.is_file() else "dvc", *args],
         cwd=root,
         capture_output=True,
         text=True,
@@ -38,8 +39,45 @@ def stages_to_run(targets: list[str], root: Path = ROOT) -> list[str]:
         check=False,
     )
     if done.returncode != 0:
-        raise SystemExit(f"dvc repro --dry failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    return RUNNING.findall(done.stdout)
+        raise SystemExit(
+            f"dvc {' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
+    return done.stdout
+
+
+def stages_to_run(targets: list[str], root: Path = ROOT) -> list[str]:
+    """The stages ``dvc repro TARGETS`` would run, in pipeline order.
+
+    ``dvc repro --dry`` lists the stages whose inputs have changed already; the stages
+    downstream of those (the report, after an evaluate) run too once their inputs are
+    rewritten, so they come from the pipeline's graph (``dvc dag``), kept within what
+    the targets need."""
+    changed = RUNNING.findall(dvc("repro", "--dry", *targets, root=root))
+    lines = dvc("dag", "--dot", root=root).splitlines()
+    order = [m.group(1) for line in lines if (m := NODE.match(line.strip()))]
+    children: dict[str, list[str]] = {}
+    for line in lines:
+        if m := EDGE.match(line.strip()):
+            children.setdefault(m.group(1), []).append(m.group(2))
+    needed = set(order)
+    if targets:  # only what `dvc repro TARGETS` reaches: the targets and their ancestors
+        parents: dict[str, list[str]] = {}
+        for parent, kids in children.items():
+            for kid in kids:
+                parents.setdefault(kid, []).append(parent)
+        needed, todo = set(), [t for t in targets if t in set(order)]
+        while todo:
+            stage = todo.pop()
+            if stage not in needed:
+                needed.add(stage)
+                todo.extend(parents.get(stage, []))
+    running, todo = set(changed), list(changed)
+    while todo:
+        for kid in children.get(todo.pop(), []):
+            if kid in needed and kid not in running:
+                running.add(kid)
+                todo.append(kid)
+    return [stage for stage in order if stage in running]
 
 
 def format_plan(times: list[StageTime]) -> str:

@@ -64,7 +64,10 @@ def describe(times: list[StageTime]) -> str:
     if not known:
         return "not timed yet"
     total = sum(known)
-    text = f"about {total / 3600:.1f} h" if total >= 3600 else f"about {total / 60:.0f} min"
+    if total >= 3600:
+        text = f"about {total / 3600:.1f} h"
+    else:
+        text = f"about {total / 60:.0f} min" if total >= 60 else "under a minute"
     missing = len(times) - len(known)
     return text + (f" (+ {missing} stage(s) not timed yet)" if missing else "")
 
