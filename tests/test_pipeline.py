@@ -3,6 +3,7 @@ in a temporary copy of the project (a few minutes on 2 CPU cores)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -188,16 +189,23 @@ def test_a_second_repro_is_a_no_op(project):
     assert json.loads(dvc(project, "status", "--json")) == {}
 
 
-def test_changing_a_search_parameter_reruns_only_search_and_what_follows(project):
+@contextlib.contextmanager
+def edited_param(project: Path, section: str, key: str, value: object):
+    """params.yaml with one value changed, restored afterwards."""
     params_file = project / "params.yaml"
     original = params_file.read_text()
     params = yaml.safe_load(original)
-    params["search"]["seed"] = 1
+    params[section][key] = value
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        changed = set(json.loads(dvc(project, "status", "--json")))
+        yield
     finally:
         params_file.write_text(original)
+
+
+def test_changing_a_search_parameter_reruns_only_search_and_what_follows(project):
+    with edited_param(project, "search", "seed", 1):
+        changed = set(json.loads(dvc(project, "status", "--json")))
     # The bench times the search, and the ablations run searches of their own.
     expected = {f"{stage}@{task}" for stage in ("search", "evaluate", "bench") for task in TASKS}
     assert changed == expected | {"ablations"}
@@ -363,15 +371,8 @@ def test_a_refactor_reruns_a_stage_but_never_retrains(project):
 def test_the_plan_says_what_repro_would_run_and_how_long(project):
     plan = [sys.executable, str(project / "tools" / "plan.py")]
     assert "every stage is up to date" in run(plan, project)
-    params_file = project / "params.yaml"
-    original = params_file.read_text()
-    params = yaml.safe_load(original)
-    params["evaluate"]["tolerance"] = 0.75
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-    try:
+    with edited_param(project, "evaluate", "tolerance", 0.75):
         printed = run(plan, project)
-    finally:
-        params_file.write_text(original)
     # the stages whose parameters changed, and the report downstream of them
     assert "evaluate@sst2" in printed and "evaluate@squad" in printed and "report" in printed
     assert "finetune@sst2" not in printed and "bench@sst2" not in printed
