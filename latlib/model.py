@@ -308,22 +308,40 @@ class LengthAdaptiveModel(nn.Module):
             output_hidden_states=output_hidden_states,
             length_mode=length_mode,
         )
-        sequence, dropped = encoded.last_hidden_state, None
-        if span and not self.config.drop_and_restore:
-            # Survivors only [B, l, H]: each goes back to its input position, and every
-            # dropped position (and padding) gets the lowest logit, so it is never chosen.
-            sequence, dropped = unrestored(
-                encoded.last_hidden_state,
-                encoded.token_positions[-1],
-                encoded.token_masks[-1],
-                input_ids.size(1),
-            )
-        output = self.head(sequence, labels, start_positions, end_positions, dropped)
+        output = self.output(
+            encoded.last_hidden_state,
+            encoded.token_positions[-1],
+            encoded.token_masks[-1],
+            input_ids.size(1),
+            labels,
+            start_positions,
+            end_positions,
+        )
         if output_hidden_states:
             output.hidden_states = encoded.hidden_states
             output.token_positions = encoded.token_positions
             output.token_masks = encoded.token_masks
         return output
+
+    def output(
+        self,
+        last_hidden: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor,
+        input_length: int,
+        labels: torch.Tensor | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+    ) -> LengthAdaptiveClassifierOutput | LengthAdaptiveSpanOutput:
+        """The task head on what the encoder's last layer returned: ``last_hidden`` is
+        [B, L, H] for span tasks with Drop-and-Restore, else the survivors [B, l, H] at
+        input ``positions`` [B, l], live where ``mask``."""
+        dropped = None
+        if self.config.task_type == "span" and not self.config.drop_and_restore:
+            # Each survivor goes back to its input position, and every dropped position
+            # (and padding) gets the lowest logit, so it is never chosen.
+            last_hidden, dropped = unrestored(last_hidden, positions, mask, input_length)
+        return self.head(last_hidden, labels, start_positions, end_positions, dropped)
 
     def head(
         self,

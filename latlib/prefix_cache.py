@@ -83,7 +83,7 @@ class PrefixCache:
                 inputs["input_ids"],
                 inputs.get("attention_mask"),
                 inputs.get("token_type_ids"),
-                restore=model.config.task_type == "span",
+                restore=model.config.task_type == "span" and model.config.drop_and_restore,
             )
         self.stats.layers_reused += done
         for index in range(done, model.num_layers):
@@ -91,7 +91,7 @@ class PrefixCache:
             self.stats.layers_run += 1
             self._put((batch_number, layer_keys[: index + 1]), state)
         hidden, _ = model.finish(state)
-        return model.head(hidden)
+        return model.output(hidden, state.positions, state.mask, inputs["input_ids"].size(1))
 
     # ---------------------------------------------------------------- internals
     def _check_rows(self, batch_number: int, rows: torch.Tensor) -> None:

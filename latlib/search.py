@@ -457,7 +457,7 @@ def evolutionary_search(
     history: list[IterationStats] = []
     ref = hv_ref
 
-    from tqdm.auto import tqdm  # imported lazily: only the search needs it
+    from tqdm.std import tqdm  # imported lazily: only the search needs it
 
     def say(msg: str) -> None:
         logger.info(msg)
@@ -553,7 +553,7 @@ def random_search(
     :func:`evolutionary_search`.  Fewer come back if the space runs out."""
     run = _Runner(problem, store)
     rng = random.Random(seed)
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm
 
     for _ in tqdm(range(num_evaluations), desc="random search", disable=not progress):
         for _ in range(max_tries):

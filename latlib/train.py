@@ -31,7 +31,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from . import distributed

@@ -378,3 +378,17 @@ def test_the_plan_says_what_repro_would_run_and_how_long(project):
     assert "finetune@sst2" not in printed and "bench@sst2" not in printed
     assert "last run here" in printed  # the smoke run's own stage times
     assert "total: about" in printed
+
+
+def test_the_plan_works_where_models_are_missing(project):
+    """As on a fresh clone: `dvc repro --dry` would stop at the first stage whose input
+    model is not there yet; the plan lists the whole chain."""
+    models, away = project / "models", project / "models-away"
+    models.rename(away)
+    try:
+        printed = run([sys.executable, str(project / "tools" / "plan.py"), "search@sst2"], project)
+    finally:
+        away.rename(models)
+    for stage in ("finetune@sst2", "lengthdrop@sst2", "search@sst2"):
+        assert stage in printed
+    assert "evaluate@sst2" not in printed and "squad" not in printed

@@ -26,11 +26,16 @@ CONFIGS = {
 }
 
 
-def model_and_batches(task_type: str, mode: str):
+def model_and_batches(task_type: str, mode: str, drop_and_restore: bool = True):
     torch.manual_seed(0)
     model = LengthAdaptiveModel.from_config(
         tiny_bert_config(4, num_labels=2),
-        LengthAdaptiveConfig(task_type=task_type, length_mode=mode, max_length=16),
+        LengthAdaptiveConfig(
+            task_type=task_type,
+            length_mode=mode,
+            max_length=16,
+            drop_and_restore=drop_and_restore,
+        ),
     ).eval()
     batches = []
     for number, lengths in enumerate(([14, 11, 6], [16, 9], [12, 12, 12, 3])):
@@ -46,10 +51,14 @@ def run(model, batches, config, cache=None):
     return predict_logits(model, loader, config, cache=cache)
 
 
-@pytest.mark.parametrize("task_type", ["classification", "span"])
+# A span model without Drop-and-Restore (claim 3's comparison) must stay so when cached.
+@pytest.mark.parametrize(
+    "task_type, drop_and_restore",
+    [("classification", True), ("span", True), ("span", False)],
+)
 @pytest.mark.parametrize("mode", ["ratio", "absolute"])
-def test_cached_outputs_equal_full_runs(task_type, mode):
-    model, batches = model_and_batches(task_type, mode)
+def test_cached_outputs_equal_full_runs(task_type, drop_and_restore, mode):
+    model, batches = model_and_batches(task_type, mode, drop_and_restore)
     cache = PrefixCache()
     for config in CONFIGS[mode]:
         plain = run(model, batches, config)

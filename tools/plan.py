@@ -4,7 +4,7 @@
     python tools/plan.py [TARGET ...]    # the plan for `dvc repro [TARGET ...]`
     python tools/plan.py --record        # keep this machine's last times as the reference
 
-The stages come from ``dvc repro --dry``. Each estimate is the stage's last wall time on
+The stages come from ``dvc status`` and the pipeline's graph. Each estimate is the stage's last wall time on
 this machine (``runs/stage-times.json``, written by ``tools/run_notebook.py``), else the
 reference run's (``results/stage-times.csv``, committed, with the machine it ran on); see
 ``latlib/pipeline/stage_times.py``. A stage's time scales with the profile's sizes, so an
@@ -14,6 +14,7 @@ estimate holds for the same ``params.yaml``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -23,7 +24,6 @@ from pathlib import Path
 from latlib.pipeline.stage_times import StageTime, describe, estimate, local_times, record
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNNING = re.compile(r"Running stage '([^']+)'")
 NODE = re.compile(r'^"([^"]+)";$')
 EDGE = re.compile(r'^"([^"]+)" -> "([^"]+)";$')
 
@@ -48,30 +48,35 @@ def dvc(*args: str, root: Path = ROOT) -> str:
 def stages_to_run(targets: list[str], root: Path = ROOT) -> list[str]:
     """The stages ``dvc repro TARGETS`` would run, in pipeline order.
 
-    ``dvc repro --dry`` lists the stages whose inputs have changed already; the stages
-    downstream of those (the report, after an evaluate) run too once their inputs are
-    rewritten, so they come from the pipeline's graph (``dvc dag``), kept within what
-    the targets need."""
-    changed = RUNNING.findall(dvc("repro", "--dry", *targets, root=root))
+    ``dvc status`` lists the stages whose inputs or outputs have changed already (unlike
+    ``dvc repro --dry``, it does not stop at a stage whose input another stage has yet
+    to make, as on a fresh clone without models); the stages downstream of those (the
+    report, after an evaluate) run too once their inputs are rewritten, so they come
+    from the pipeline's graph (``dvc dag``), kept within what the targets need."""
+    changed = [name for name in json.loads(dvc("status", "--json", root=root) or "{}")]
     lines = dvc("dag", "--dot", root=root).splitlines()
     order = [m.group(1) for line in lines if (m := NODE.match(line.strip()))]
     children: dict[str, list[str]] = {}
     for line in lines:
         if m := EDGE.match(line.strip()):
             children.setdefault(m.group(1), []).append(m.group(2))
+    unknown = [t for t in targets if t not in set(order)]
+    if unknown:
+        raise SystemExit(f"no such stage: {', '.join(unknown)} (stages: {', '.join(order)})")
     needed = set(order)
     if targets:  # only what `dvc repro TARGETS` reaches: the targets and their ancestors
         parents: dict[str, list[str]] = {}
         for parent, kids in children.items():
             for kid in kids:
                 parents.setdefault(kid, []).append(parent)
-        needed, todo = set(), [t for t in targets if t in set(order)]
+        needed, todo = set(), list(targets)
         while todo:
             stage = todo.pop()
             if stage not in needed:
                 needed.add(stage)
                 todo.extend(parents.get(stage, []))
-    running, todo = set(changed), list(changed)
+    running = {stage for stage in changed if stage in needed}
+    todo = list(running)
     while todo:
         for kid in children.get(todo.pop(), []):
             if kid in needed and kid not in running:
