@@ -77,6 +77,22 @@ def test_each_claim_gets_a_verdict_with_its_numbers():
     assert "best point 66.8 vs 40.0" in restore and "smallest configuration 60.0 vs 20.0" in restore
 
 
+def test_claim_3_says_where_dropped_tokens_would_answer():
+    shares = {
+        "config": [10, 8],
+        "windows": 200,
+        "predicted_on_dropped": 0.25,
+        "answer_windows": 150,
+        "answer_start_dropped": 0.5,
+    }
+    claims = paper_claims(
+        {"squad": {**SQUAD, "drop_and_restore": shares}}, {"squad": SQUAD_TABLE}, ABLATIONS
+    )
+    restore = claims[claims["claim"] == 3]["evidence"].iloc[0]
+    assert "25.0% of 200 windows predict a start or end on a dropped token" in restore
+    assert "dropped in 50.0% of the 150 windows holding it" in restore
+
+
 def test_no_ablations_means_no_claim_4():
     claims = paper_claims({"sst2": SST2}, {"sst2": pd.DataFrame()}, pd.DataFrame())
     assert set(claims["claim"]) == {1, 2}

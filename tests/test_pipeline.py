@@ -153,6 +153,13 @@ def test_squad_shows_its_searched_points_without_drop_and_restore(project):
         by_curve["LAT + evolutionary search, no Drop-and-Restore"]
         == by_curve["LAT + evolutionary search"]
     )
+    # why the two agree or differ: predictions and answers on dropped tokens
+    shares = json.loads((project / "results" / "tasks" / "squad" / "metrics.json").read_text())[
+        "drop_and_restore"
+    ]
+    assert shares["windows"] >= shares["answer_windows"] >= 1
+    assert 0.0 <= shares["predicted_on_dropped"] <= 1.0
+    assert 0.0 <= shares["answer_start_dropped"] <= 1.0
 
 
 def test_the_anytime_model_loads_with_its_frontier(project):

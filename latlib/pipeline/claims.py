@@ -82,15 +82,19 @@ def restore_claim(metrics: Mapping[str, Any], table: pd.DataFrame) -> dict[str, 
         f"{name.removeprefix('LAT, ')} {restored:.1f} vs {dropped:.1f}"
         for name, restored, dropped in pairs
     )
-    return {
-        "claim": 3,
-        "task": metrics["task"],
-        "verdict": verdict,
-        "evidence": (
-            f"hypervolume {volumes[LAT_EVOLUTIONARY]:.3f} vs {volumes[LAT_NO_RESTORE]:.3f} "
-            f"without; {metric} with vs without: {rows}"
-        ),
-    }
+    evidence = (
+        f"hypervolume {volumes[LAT_EVOLUTIONARY]:.3f} vs {volumes[LAT_NO_RESTORE]:.3f} "
+        f"without; {metric} with vs without: {rows}"
+    )
+    shares = metrics.get("drop_and_restore")
+    if shares:  # why the two agree or differ, at the smallest configuration
+        evidence += (
+            f"; at the smallest configuration {shares['predicted_on_dropped']:.1%} of "
+            f"{shares['windows']} windows predict a start or end on a dropped token, and the "
+            f"answer's first token is dropped in {shares['answer_start_dropped']:.1%} of the "
+            f"{shares['answer_windows']} windows holding it"
+        )
+    return {"claim": 3, "task": metrics["task"], "verdict": verdict, "evidence": evidence}
 
 
 def ablation_claim(ablations: pd.DataFrame) -> list[dict[str, Any]]:

@@ -9,11 +9,12 @@ from dataclasses import asdict, replace
 from typing import Any
 
 import pandas as pd
+import torch
 
 from .. import distributed
 from ..distributed import is_main_process
 from ..evaluation import evaluate_model, macs_function
-from ..features import TaskData, primary_metric
+from ..features import TaskData, make_dataloader, primary_metric
 from ..flops import paper_macs
 from ..lengths import constant_rate_config, full_config, smallest_config, to_model_lengths
 from ..model import LengthAdaptiveModel
@@ -36,6 +37,8 @@ from .params import TaskParams
 from .paths import TaskPaths, read_json, write_json
 from .runs import task_data
 from .tables import format_table
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def evaluate(params: TaskParams, paths: TaskPaths) -> dict[str, Any]:
@@ -168,6 +171,10 @@ def evaluate(params: TaskParams, paths: TaskPaths) -> dict[str, Any]:
         "evaluations": searched["evaluations"],
         "frontier_size": searched["frontier_size"],
     }
+    if lat.config.task_type == "span":
+        metrics["drop_and_restore"] = restored_answer_shares(
+            lat, data, smallest.config, batch_size=batch
+        )
     if not is_main_process():
         return {"table": table, "curves": curves_table, "metrics": metrics, "figure": None}
     paths.results.mkdir(parents=True, exist_ok=True)
@@ -248,3 +255,51 @@ def curve_point(
         ),
         score=score,
     )
+
+
+@torch.inference_mode()
+def restored_answer_shares(
+    model: LengthAdaptiveModel, task_data: TaskData, grid: Sequence[int], batch_size: int = 64
+) -> dict[str, Any]:
+    """Where Drop-and-Restore matters for a span model at one grid configuration, on dev:
+    the share of windows whose predicted start or end token (the argmax over context
+    tokens) was dropped before the last layer, so that only a restored vector could
+    answer there; and the share of windows holding the first gold answer whose answer
+    start token was dropped (an answer no unrestored model can give)."""
+    features, examples = task_data.split("dev")
+    answer_starts = {
+        row["id"]: row["answers"]["answer_start"][0] for row in examples if row["answers"]["text"]
+    }
+    lengths = to_model_lengths(grid, model.config.length_mode, task_data.max_length)
+    device = next(model.parameters()).device
+    predicted_dropped = windows = gold_dropped = gold_windows = 0
+    for batch in make_dataloader(features, task_data.tokenizer, batch_size, shuffle=False, seed=0):
+        inputs = {k: batch[k].to(device) for k in MODEL_INPUTS if k in batch}
+        out = model(**inputs, length_config=lengths, output_hidden_states=True)
+        positions, alive = out.token_positions[-1], out.token_masks[-1]  # [B, l]
+        for slot, row in enumerate(batch["index"].tolist()):
+            offsets = features[row]["offset_mapping"]
+            context = torch.tensor([o is not None for o in offsets])
+            survivors = set(positions[slot][alive[slot]].tolist())
+            start = out.start_logits[slot, : len(offsets)].cpu().masked_fill(~context, -torch.inf)
+            end = out.end_logits[slot, : len(offsets)].cpu().masked_fill(~context, -torch.inf)
+            windows += 1
+            predicted_dropped += (
+                int(start.argmax()) not in survivors or int(end.argmax()) not in survivors
+            )
+            answer = answer_starts.get(features[row]["example_id"])
+            gold = [
+                j
+                for j, o in enumerate(offsets)
+                if answer is not None and o is not None and o[0] <= answer < o[1]
+            ]
+            if gold:
+                gold_windows += 1
+                gold_dropped += gold[0] not in survivors
+    return {
+        "config": list(grid),
+        "windows": windows,
+        "predicted_on_dropped": predicted_dropped / max(windows, 1),
+        "answer_windows": gold_windows,
+        "answer_start_dropped": gold_dropped / max(gold_windows, 1),
+    }
