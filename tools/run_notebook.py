@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,12 +40,38 @@ def strip_noise(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
         for key in NOISY_CELL_METADATA:
             cell.metadata.pop(key, None)
         if cell.cell_type == "code":
-            cell.outputs = [
+            cell.outputs = merge_streams(
                 output
                 for output in cell.outputs
                 if not (output.get("output_type") == "stream" and output.get("name") == "stderr")
-            ]
+            )
     return notebook
+
+
+def merge_streams(outputs: Iterable[nbformat.NotebookNode]) -> list[nbformat.NotebookNode]:
+    """Join consecutive outputs of the same stream into one.
+
+    How a cell's stdout is cut into outputs depends on timing (a progress bar drawn on
+    stderr between two lines splits them; without it they arrive as one), so the cut is
+    noise: two runs that print the same text must give the same notebook."""
+    merged: list[nbformat.NotebookNode] = []
+    for output in outputs:
+        previous = merged[-1] if merged else None
+        if (
+            previous is not None
+            and output.get("output_type") == "stream"
+            and previous.get("output_type") == "stream"
+            and previous.get("name") == output.get("name")
+        ):
+            previous["text"] = stream_text(previous) + stream_text(output)
+        else:
+            merged.append(output)
+    return merged
+
+
+def stream_text(output: nbformat.NotebookNode) -> str:
+    text = output.get("text", "")
+    return text if isinstance(text, str) else "".join(text)
 
 
 def run_notebook(source: Path, output: Path, parameters: dict[str, object]) -> None:
