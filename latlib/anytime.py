@@ -4,17 +4,56 @@
 loads it, ``model.set_budget(0.5)`` picks the most accurate frontier point that costs at
 most half the full model, and ``python -m latlib select --model DIR --budget 0.5``
 prints that choice.
+
+A frontier holds only for the weights it was searched on, and its scores are what the
+search measured: the file records a fingerprint of those weights (``weights_sha256``,
+:func:`weights_digest`, the one search stores are keyed by) and a digest of its whole
+content (``content_sha256``). ``Frontier.load`` refuses a file whose content does not
+match its digest; given the model (as ``from_pretrained`` does) it also refuses a
+frontier of other weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 FRONTIER_FILE = "frontier.json"
-FRONTIER_VERSION = 1
+# Version 2 added weights_sha256 and content_sha256; a version 1 file (no digest) is
+# refused like an edited one: the search writes it again.
+FRONTIER_VERSION = 2
+DIGEST_KEY = "content_sha256"
+
+
+class FrontierIntegrityError(ValueError):
+    """A frontier file that cannot be trusted: edited or damaged after the search wrote
+    it, written without a digest, or beside weights it was not searched on."""
+
+
+def weights_digest(model: Any) -> str:
+    """A short hash of a model's weights (its state dict, in name order): what a search
+    store and a frontier are bound to, so neither is reused for other weights."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16: hash the same bits
+            tensor = tensor.view(torch.int16)
+        digest.update(name.encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def content_digest(payload: dict[str, Any]) -> str:
+    """sha256 of a frontier file's fields (all but the digest) in canonical JSON. It
+    catches edits and damage, not forgery: there is no secret key."""
+    fields = {k: v for k, v in payload.items() if k != DIGEST_KEY}
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -48,6 +87,9 @@ class Frontier:
     full_score: float | None = None
     full_dev_score: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The weights the points were measured on (``weights_digest``); None for a frontier
+    # bound to no model (made by hand), which no model loads.
+    weights_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if not self.points:
@@ -55,16 +97,22 @@ class Frontier:
         self.points = sorted(self.points, key=lambda p: (p.macs, -p.score))
 
     def save(self, path: str | Path) -> None:
-        payload = {"version": FRONTIER_VERSION, **asdict(self)}
+        """Write the file with its content digest (``Frontier.load`` checks it)."""
+        payload = json.loads(json.dumps({"version": FRONTIER_VERSION, **asdict(self)}))
+        payload[DIGEST_KEY] = content_digest(payload)
         Path(path).write_text(json.dumps(payload, indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> Frontier:
+    def load(cls, path: str | Path, model: Any | None = None) -> Frontier:
+        """Read a frontier file and check its content digest; given ``model``, also check
+        that the frontier was searched on these weights. ``FrontierIntegrityError`` says
+        what does not match and how to write the file again."""
         path = Path(path)
+        payload = _read_payload(path)
+        _verify_content(path, payload)
         try:
-            payload = json.loads(path.read_text())
-            if payload.pop("version") != FRONTIER_VERSION:
-                raise ValueError("unknown version")
+            payload.pop("version")
+            payload.pop(DIGEST_KEY)
             payload["points"] = [
                 FrontierPoint(
                     **{
@@ -75,11 +123,35 @@ class Frontier:
                 )
                 for p in payload["points"]
             ]
-            return cls(**payload)
-        except (OSError, ValueError, KeyError, TypeError) as error:
+            frontier = cls(**payload)
+        except (ValueError, KeyError, TypeError) as error:
             raise ValueError(
                 f"{path} is not a latlib frontier file ({error}); run the search again"
             ) from error
+        if model is not None:
+            frontier.check_weights(model, path)
+        return frontier
+
+    def check_weights(self, model: Any, path: str | Path = FRONTIER_FILE) -> None:
+        """Refuse (``FrontierIntegrityError``) unless this frontier was searched on
+        ``model``'s weights: its scores and costs say nothing about other weights."""
+        if self.weights_sha256 is None:
+            raise FrontierIntegrityError(
+                f"{path} does not name the weights it was searched on (no weights_sha256), "
+                f"so it cannot be trusted for this model. {self._rerun_hint()}"
+            )
+        loaded = weights_digest(model)
+        if loaded != self.weights_sha256:
+            raise FrontierIntegrityError(
+                f"{path} was searched on other weights: it records weights_sha256 "
+                f"{self.weights_sha256}, the weights being loaded are {loaded}. A frontier "
+                "copied beside another model (or a model changed, or loaded in another "
+                "dtype, after its search) would pick configurations by scores these weights "
+                f"never had. {self._rerun_hint()}"
+            )
+
+    def _rerun_hint(self) -> str:
+        return rerun_hint(self.metadata.get("search", {}).get("task"))
 
     def cost(self, point: FrontierPoint, paper_style: bool = False) -> float:
         return point.paper_macs if paper_style else point.macs
@@ -118,6 +190,52 @@ class Frontier:
             f"search_{self.metric}": point.score,
             f"dev_{self.metric}": point.dev_score,
         }
+
+
+def rerun_hint(task: str | None) -> str:
+    """How to write a task's frontier again."""
+    task = task or "<task>"
+    return (
+        f"Run the search again to write it: `python -m latlib stage search --task {task}` "
+        f"(or `dvc repro search@{task}`)"
+    )
+
+
+def _read_payload(path: Path) -> dict[str, Any]:
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"{path} is not a latlib frontier file ({error}); run the search again"
+        ) from error
+    if not isinstance(payload, dict) or "version" not in payload or "points" not in payload:
+        raise ValueError(
+            f"{path} is not a latlib frontier file (no version or points); run the search again"
+        )
+    return payload
+
+
+def _verify_content(path: Path, payload: dict[str, Any]) -> None:
+    """Refuse a file whose content its digest does not vouch for."""
+    metadata = payload.get("metadata")
+    search = metadata.get("search") if isinstance(metadata, dict) else None
+    hint = rerun_hint(search.get("task") if isinstance(search, dict) else None)
+    version = payload.get("version")
+    if version != FRONTIER_VERSION:
+        raise FrontierIntegrityError(
+            f"{path} is a frontier file of version {version!r}, not {FRONTIER_VERSION}: "
+            f"older files carry no digest, so their scores cannot be verified. {hint}"
+        )
+    stored = payload.get(DIGEST_KEY)
+    if stored is None:
+        raise FrontierIntegrityError(
+            f"{path} has no {DIGEST_KEY}: its scores cannot be verified. {hint}"
+        )
+    if stored != content_digest(payload):
+        raise FrontierIntegrityError(
+            f"{path}: its content does not match its {DIGEST_KEY}; the file was edited or "
+            f"damaged after the search wrote it, so its scores cannot be trusted. {hint}"
+        )
 
 
 def surviving_tokens(

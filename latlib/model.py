@@ -215,7 +215,9 @@ class LengthAdaptiveModel(nn.Module):
         model = cls(backbone, config)
         frontier_file = Path(name_or_path) / FRONTIER_FILE
         if frontier_file.is_file():
-            model.frontier = Frontier.load(frontier_file)
+            # Checked against these weights: a frontier copied beside another model
+            # would pick configurations by scores this model never had.
+            model.frontier = Frontier.load(frontier_file, model=model)
         return model.eval()  # as transformers does; call .train() to fine-tune
 
     @classmethod

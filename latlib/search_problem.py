@@ -11,12 +11,11 @@ them. ``frontier_from_search`` re-scores the searched frontier on dev: the
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .anytime import Frontier, FrontierPoint
+from .anytime import Frontier, FrontierPoint, weights_digest
 from .evaluation import evaluate_model, macs_function
 from .features import TaskData, primary_metric, split_batches
 from .flops import paper_macs
@@ -86,15 +85,6 @@ def search_problem(
     )
 
 
-def weights_digest(model: LengthAdaptiveModel) -> str:
-    """A short hash of the weights, so a search store cannot be reused for other weights."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def frontier_from_search(
     model: LengthAdaptiveModel,
     task_data: TaskData,
@@ -102,7 +92,8 @@ def frontier_from_search(
     points: Sequence[EvaluatedConfig],
     batch_size: int = 64,
 ) -> Frontier:
-    """The search's frontier, each point re-evaluated on the dev set (the reported number)."""
+    """The search's frontier, each point re-evaluated on the dev set (the reported number),
+    bound to the model's weights (``Frontier.load`` refuses it beside other weights)."""
     metric = primary_metric(task_data)
     mode, max_length = model.config.length_mode, problem.max_length
     dev_batches = split_batches(task_data, "dev", batch_size)
@@ -139,4 +130,5 @@ def frontier_from_search(
             model, task_data, "dev", None, batch_size, batches=dev_batches
         )[metric],
         metadata={"search": problem.fingerprint},
+        weights_sha256=problem.fingerprint.get("weights_sha256") or weights_digest(model),
     )

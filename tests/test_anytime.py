@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 from conftest import random_batch, tiny_bert_config
 
 from latlib import LengthAdaptiveConfig, LengthAdaptiveModel
-from latlib.anytime import Frontier, FrontierPoint
+from latlib.anytime import Frontier, FrontierPoint, weights_digest
 
 
 def make_frontier() -> Frontier:
@@ -72,7 +73,7 @@ def test_model_set_budget_uses_the_chosen_configuration(tmp_path):
     model = tiny_model()
     with pytest.raises(ValueError, match="no frontier.json"):
         model.set_budget(0.5)
-    model.frontier = make_frontier()
+    model.frontier = replace(make_frontier(), weights_sha256=weights_digest(model))
     model.save_pretrained(tmp_path)
     loaded = LengthAdaptiveModel.from_pretrained(tmp_path).eval()
     assert loaded.frontier == model.frontier

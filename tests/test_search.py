@@ -211,7 +211,7 @@ def test_store_round_trip(tmp_path):
     assert (4, 3) in again and [4, 2] in again and (1, 1) not in again
     assert again.get((4, 3)) == r1 and again.get((9,)) is None
     header = json.loads(path.read_text().splitlines()[0])
-    assert header == {"kind": "latlib-search-store", "version": 1, "fingerprint": FP}
+    assert header == {"kind": "latlib-search-store", "version": 2, "fingerprint": FP}
 
 
 def test_store_refuses_foreign_fingerprint(tmp_path):
