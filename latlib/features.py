@@ -25,6 +25,7 @@ from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedToken
 from .backbones import tokenizer_source
 from .data import (
     MODEL_COLUMNS,
+    BadRows,
     TaskSpec,
     data_source,
     get_task,
@@ -378,19 +379,21 @@ def prepare_task_data(
     dev_size: int | None = None,
     search_on: SearchOn = "held_out",
     seed: int = 42,
+    bad_rows: BadRows = "error",
 ) -> TaskData:
     """Load, split and tokenise a task.
 
     ``search_size`` rows of the training data are held out for the search (so that it
     never tunes on the dev set it reports); ``search_on="dev"`` is the paper's choice of
     searching on the dev set itself. ``train_size``/``dev_size`` take seeded subsets for
-    CPU-sized runs.
+    CPU-sized runs. ``bad_rows`` (``data.load_task``): refuse a split with bad rows, or
+    skip them; either way before anything is tokenised.
     """
     spec = get_task(task)
     if search_on not in ("held_out", "dev"):
         raise ValueError(f"search_on must be 'held_out' or 'dev', got {search_on!r}")
-    train_rows = load_task(task, "train", data_dir)
-    dev_rows = take_subset(load_task(task, "dev", data_dir), dev_size, seed)
+    train_rows = load_task(task, "train", data_dir, bad_rows)
+    dev_rows = take_subset(load_task(task, "dev", data_dir, bad_rows), dev_size, seed)
     if search_on == "held_out":
         train_rows, search_rows = train_search_split(train_rows, search_size, seed)
     else:

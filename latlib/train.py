@@ -6,9 +6,10 @@ step is LengthDrop's (``lengthdrop.lengthdrop_step``), else the task loss alone.
 
 Checkpoints (``checkpoints.py``) are written atomically every ``checkpoint_every`` steps
 and at the end; a run started again in the same ``output_dir`` resumes from the newest
-one and ends with the same weights as an uninterrupted run. A checkpoint records the
-run's settings and ``TRAINING_VERSIONS``: a run with other settings, or from code that
-computes something else, is refused rather than continued.
+one that loads and ends with the same weights as an uninterrupted run. Damaged newer
+ones are named with what is wrong and set aside, never deleted. A checkpoint records
+the run's settings and ``TRAINING_VERSIONS``: a run with other settings, or from code
+that computes something else, is refused rather than continued.
 
 Under ``accelerate launch`` with N processes the loader still yields *global* batches
 (the same on every process) and each process trains on every N-th row of each, so the
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,13 +39,15 @@ from transformers import get_linear_schedule_with_warmup
 from . import distributed
 from .backbones import is_random_backbone, random_backbone_config
 from .checkpoints import (
+    CheckpointChoice,
     append_history,
     check_same_run,
-    find_checkpoint,
+    choose_checkpoint,
+    explicit_checkpoint,
     jsonable,
-    read_checkpoint_state,
     read_history,
     save_checkpoint,
+    set_aside,
     write_history,
 )
 from .features import TaskData, make_dataloader, save_tokenizer
@@ -79,7 +83,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 42
     checkpoint_every: int = 500
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 2  # >= 2: the previous one is the fallback for a damaged newest
     log_every: int = 20
     progress: bool = True
     length_drop: LengthDropConfig | None = None
@@ -98,8 +102,13 @@ class TrainConfig:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.weight_decay < 0 or self.max_grad_norm <= 0:
             raise ValueError("weight_decay must be >= 0 and max_grad_norm > 0")
-        if self.checkpoint_every < 1 or self.keep_checkpoints < 1 or self.log_every < 1:
-            raise ValueError("checkpoint_every, keep_checkpoints and log_every must be >= 1")
+        if self.checkpoint_every < 1 or self.log_every < 1:
+            raise ValueError("checkpoint_every and log_every must be >= 1")
+        if self.keep_checkpoints < 2:
+            raise ValueError(
+                f"keep_checkpoints must be >= 2, got {self.keep_checkpoints}: the previous "
+                "checkpoint is what a run resumes from when the newest is damaged"
+            )
         if batches_per_epoch < 1:
             raise ValueError("the training data loader is empty: nothing to train on")
         if self.length_drop is not None:
@@ -114,6 +123,8 @@ class TrainResult:
     steps_per_second: float
     resumed_from: Path | None
     history: list[dict[str, Any]] = field(default_factory=list)
+    # Damaged checkpoints found on resume, where they were renamed to.
+    set_aside: list[Path] = field(default_factory=list)
 
 
 def train(
@@ -125,17 +136,25 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place; see the module docstring.
 
-    ``resume_from="auto"`` resumes from the newest checkpoint in ``config.output_dir`` when
-    there is one; a path resumes from that checkpoint (an error if it is missing or
-    damaged, never a silent fresh start); ``None`` starts fresh.
+    ``resume_from="auto"`` resumes from the newest checkpoint in ``config.output_dir``
+    that loads: newer, damaged ones are named in a warning with each bad file and
+    renamed ``checkpoint-N.damaged``; if checkpoints exist but none loads, the run is
+    refused (``checkpoints.choose_checkpoint`` says why), never restarted. A path
+    resumes from that checkpoint (an error if it is missing or damaged, never a silent
+    fresh start); ``None`` starts fresh.
     The loader should have its own ``generator`` so that creating an iterator does not
     draw from the global RNG (``data.make_dataloader`` does this).
     """
     config.validate(batches_per_epoch=len(train_loader))
     steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
     output_dir = Path(config.output_dir)
-    checkpoint = find_checkpoint(output_dir) if resume_from == "auto" else resume_from
-    resume_state = read_checkpoint_state(checkpoint) if checkpoint is not None else None
+    if resume_from == "auto":
+        choice = choose_checkpoint(output_dir)
+    elif resume_from is None:
+        choice = CheckpointChoice(None, None)
+    else:
+        choice = explicit_checkpoint(resume_from)
+    checkpoint, resume_state = choice.checkpoint, choice.state
     if resume_state is not None:
         check_same_run(resume_state.get("train_config"), run_settings(config), checkpoint)
 
@@ -165,6 +184,7 @@ def train(
     sampler = LengthDropSampler(config.seed)
     accelerator.register_for_checkpointing(sampler)
 
+    set_aside_to = _set_aside_damaged(accelerator, choice)
     global_step, start_epoch, skip_batches = 0, 0, 0
     if resume_state is not None:
         accelerator.load_state(str(checkpoint))
@@ -260,7 +280,32 @@ def train(
         steps_per_second=steps_this_run / seconds if seconds > 0 else 0.0,
         resumed_from=Path(checkpoint) if checkpoint is not None else None,
         history=history,
+        set_aside=set_aside_to,
     )
+
+
+def _set_aside_damaged(accelerator: Accelerator, choice: CheckpointChoice) -> list[Path]:
+    """Warn about each damaged checkpoint newer than the one resumed from and rename it
+    aside (main process, once every process has chosen): kept, but out of retention's
+    count and of the way of the new checkpoint of its step."""
+    if not choice.damaged:
+        return []
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        accelerator.wait_for_everyone()
+        return list(choice.damaged)
+    moved = [set_aside(path) for path in choice.damaged]
+    found = "; ".join(
+        f"{path.name} does not load ({', '.join(problems)}), kept as {aside.name}"
+        for (path, problems), aside in zip(choice.damaged.items(), moved, strict=True)
+    )
+    warnings.warn(
+        f"{found}; resuming from {choice.checkpoint.name} instead",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    accelerator.wait_for_everyone()
+    return moved
 
 
 def _shard(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:

@@ -215,13 +215,147 @@ def test_missing_checkpoint_is_an_error(tmp_path, tokenizer):
         train(toy_model(), loader(tokenizer), config, resume_from=tmp_path / "checkpoint-99")
 
 
-def test_damaged_checkpoint_is_an_error_not_a_fresh_start(tmp_path, tokenizer):
-    config = TrainConfig(output_dir=tmp_path, max_steps=2, checkpoint_every=1, progress=False)
+def short_run(path, max_steps=3, **kwargs) -> TrainConfig:
+    """A run with a checkpoint every step (the last two kept)."""
+    return TrainConfig(
+        output_dir=path,
+        learning_rate=1e-3,
+        max_steps=max_steps,
+        checkpoint_every=1,
+        progress=False,
+        **kwargs,
+    )
+
+
+def truncate(path, keep_fraction=0.5) -> int:
+    """Cut ``path`` to a fraction of its bytes (as an interrupted copy would); its new size."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep_fraction)])
+    return path.stat().st_size
+
+
+@pytest.fixture(scope="module")
+def straight_weights(tmp_path_factory, tokenizer):
+    """The weights of an uninterrupted ``short_run`` of so many steps (each trained once)."""
+    done: dict[int, torch.Tensor] = {}
+
+    def weights(max_steps: int) -> torch.Tensor:
+        if max_steps not in done:
+            model = toy_model()
+            path = tmp_path_factory.mktemp("straight")
+            train(model, loader(tokenizer), short_run(path, max_steps))
+            done[max_steps] = flat(model)
+        return done[max_steps]
+
+    return weights
+
+
+# Every file a checkpoint holds: weights, optimiser, scheduler, RNG, LengthDrop sampler,
+# and our own bookkeeping.
+CHECKPOINT_FILES = (
+    "model.safetensors",
+    "optimizer.bin",
+    "scheduler.bin",
+    "random_states_0.pkl",
+    "custom_checkpoint_0.pkl",
+    "trainer_state.json",
+)
+
+
+def test_a_checkpoint_holds_the_files_the_damage_tests_cover(tmp_path, tokenizer):
+    train(toy_model(), loader(tokenizer), short_run(tmp_path, max_steps=1))
+    assert sorted(p.name for p in (tmp_path / "checkpoint-1").iterdir()) == sorted(CHECKPOINT_FILES)
+
+
+@pytest.mark.parametrize("name", CHECKPOINT_FILES)
+def test_damaged_newest_checkpoint_resumes_from_the_previous_one(
+    tmp_path, tokenizer, straight_weights, name
+):
+    def stop_at_3(step):
+        if step == 3:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(toy_model(), loader(tokenizer), short_run(tmp_path, 4), on_checkpoint=stop_at_3)
+    damaged = tmp_path / "checkpoint-3" / name
+    size = truncate(damaged)
+    model = toy_model(seed=123)
+    with pytest.warns(RuntimeWarning) as caught:
+        result = train(model, loader(tokenizer), short_run(tmp_path, 4))
+    message = str(caught[0].message)
+    assert str(damaged) in message  # the file, by its full path
+    assert "truncated" in message or "unreadable" in message
+    assert "resuming from checkpoint-2 instead" in message
+    assert result.resumed_from.name == "checkpoint-2"
+    assert result.global_step == 4
+    # kept, renamed aside, and not counted among the two good checkpoints retention keeps
+    aside = tmp_path / "checkpoint-3.damaged" / name
+    assert result.set_aside == [aside.parent]
+    assert aside.stat().st_size == size
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("checkpoint"))
+    assert names == ["checkpoint-3", "checkpoint-3.damaged", "checkpoint-4"]
+    # and the run ends where an uninterrupted one does
+    assert torch.allclose(straight_weights(4), flat(model), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "random_states_0.pkl"])
+def test_damage_is_found_in_checkpoints_without_recorded_sizes(
+    tmp_path, tokenizer, straight_weights, name
+):
+    train(toy_model(), loader(tokenizer), short_run(tmp_path))
+    state_file = tmp_path / "checkpoint-3" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["files"]  # as written before the sizes were recorded
+    state_file.write_text(json.dumps(state))
+    truncate(tmp_path / "checkpoint-3" / name)
+    # the run is finished, but its last checkpoint does not load: redo step 3 from 2
+    with pytest.warns(RuntimeWarning, match=rf"checkpoint-3/{name}: truncated or corrupt"):
+        result = train(model := toy_model(), loader(tokenizer), short_run(tmp_path))
+    assert result.resumed_from.name == "checkpoint-2"
+    assert torch.allclose(straight_weights(3), flat(model), atol=1e-6, rtol=0)
+
+
+def test_several_damaged_checkpoints_are_all_set_aside(tmp_path, tokenizer, straight_weights):
+    config = short_run(tmp_path, keep_checkpoints=3)
     train(toy_model(), loader(tokenizer), config)
+    truncate(tmp_path / "checkpoint-3" / "optimizer.bin")
+    truncate(tmp_path / "checkpoint-2" / "model.safetensors")
+    with pytest.warns(RuntimeWarning, match="resuming from checkpoint-1 instead"):
+        result = train(model := toy_model(), loader(tokenizer), config)
+    assert result.resumed_from.name == "checkpoint-1"
+    assert {p.name for p in result.set_aside} == {"checkpoint-2.damaged", "checkpoint-3.damaged"}
+    assert torch.allclose(straight_weights(3), flat(model), atol=1e-6, rtol=0)
+
+
+def test_no_loadable_checkpoint_is_refused_not_a_fresh_start(tmp_path, tokenizer):
+    train(toy_model(), loader(tokenizer), short_run(tmp_path, max_steps=2))
     (tmp_path / "checkpoint-2" / "trainer_state.json").write_text("{not json")
-    config = TrainConfig(output_dir=tmp_path, max_steps=4, checkpoint_every=1, progress=False)
-    with pytest.raises(ValueError, match="checkpoint-2 is damaged"):
-        train(toy_model(), loader(tokenizer), config)
+    truncate(tmp_path / "checkpoint-1" / "scheduler.bin")
+    metrics = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(ValueError, match="no checkpoint in .* loads; nothing was deleted") as err:
+        train(toy_model(), loader(tokenizer), short_run(tmp_path, max_steps=4))
+    assert "checkpoint-2/trainer_state.json: unreadable" in str(err.value)
+    assert "checkpoint-1/scheduler.bin: truncated" in str(err.value)
+    # nothing renamed, nothing rewritten
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint-1",
+        "checkpoint-2",
+        "metrics.jsonl",
+    ]
+    assert (tmp_path / "metrics.jsonl").read_text() == metrics
+
+
+def test_a_damaged_checkpoint_named_by_the_caller_is_an_error(tmp_path, tokenizer):
+    train(toy_model(), loader(tokenizer), short_run(tmp_path, max_steps=2))
+    truncate(tmp_path / "checkpoint-2" / "optimizer.bin")
+    with pytest.raises(ValueError, match=r"checkpoint-2 is damaged: .*optimizer.bin: truncated"):
+        train(
+            toy_model(),
+            loader(tokenizer),
+            short_run(tmp_path, max_steps=4),
+            resume_from=tmp_path / "checkpoint-2",
+        )
+    assert (tmp_path / "checkpoint-2" / "optimizer.bin").is_file()
 
 
 def test_resuming_with_other_hyperparameters_is_an_error(tmp_path, tokenizer):
@@ -247,6 +381,7 @@ def test_resuming_with_other_hyperparameters_is_an_error(tmp_path, tokenizer):
         ({"num_epochs": 0}, "num_epochs must be positive"),
         ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps"),
         ({"warmup_ratio": 1.5}, "warmup_ratio"),
+        ({"keep_checkpoints": 1}, "keep_checkpoints must be >= 2"),
         ({"length_drop": LengthDropConfig(length_drop_ratio_bound=1.5)}, "length_drop_ratio_bound"),
         ({"length_drop": LengthDropConfig(num_sandwich=-1)}, "num_sandwich"),
         ({"length_drop": LengthDropConfig(layer_dropout_prob=1.0)}, "layer_dropout_prob"),

@@ -52,6 +52,7 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "train_size": (int, type(None)),
         "search_size": (int, float),
         "dev_size": (int, type(None)),
+        "bad_rows": str,
     },
     "finetune": dict(_TRAIN_KEYS),
     "lengthdrop": {
@@ -200,6 +201,8 @@ def task_params(params: dict[str, Any], task: str) -> TaskParams:
         raise ValueError(f"model.length_mode must be 'ratio' or 'absolute' ({task})")
     if merged["data"]["search_on"] not in ("held_out", "dev"):
         raise ValueError(f"data.search_on must be 'held_out' or 'dev' ({task})")
+    if merged["data"]["bad_rows"] not in ("error", "skip"):
+        raise ValueError(f"data.bad_rows must be 'error' or 'skip' ({task})")
     if merged["search"]["cache_mb"] < 0:
         raise ValueError(f"search.cache_mb must be >= 0 (0: no prefix cache) ({task})")
     for rate in merged["search"]["constant_rates"]:

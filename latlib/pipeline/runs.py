@@ -6,6 +6,7 @@ a setting is read in one place and a finished run is found again by every stage.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from ..evaluation import evaluate_model
@@ -40,7 +41,12 @@ def training_run_dir(
     """
     sections = ("model", "data", "finetune") + (("lengthdrop",) if stage == "lengthdrop" else ())
     versions = {path: TRAINING_VERSIONS[path] for path in ("finetune", stage)}
-    return paths.runs / f"{prefix or stage}-{params.digest(*sections, extra=versions)}"
+    # data.bad_rows decides whether a run may start, not what it computes: the rows
+    # trained on are those the data files hold (rows skipped are named in a warning),
+    # so it stays out of the name and every folder named before it existed is reused.
+    data = {k: v for k, v in params.data.items() if k != "bad_rows"}
+    digest = replace(params, data=data).digest(*sections, extra=versions)
+    return paths.runs / f"{prefix or stage}-{digest}"
 
 
 def train_from(
