@@ -100,11 +100,19 @@ def _budget(args: argparse.Namespace) -> Budget:
     return Budget.of(fraction=fraction, macs=args.budget_macs, names=names)
 
 
+# What the pipeline's first stage writes when params.yaml passes (dvc.yaml, validate):
+# the same bytes for every valid file, so a valid edit reruns only the stages it affects.
+VALID_STAMP = "params.yaml passed every check of latlib.pipeline.params\n"
+
+
 def _check_params(args: argparse.Namespace) -> None:
     """Every section of every stage, for every task, without doing any work."""
     params = load_params(args.params)
     count = len(params["tasks"])
     print(f"{args.params}: every section is valid ({count} task{'s' if count != 1 else ''})")
+    if args.stamp is not None:
+        args.stamp.parent.mkdir(parents=True, exist_ok=True)
+        args.stamp.write_text(VALID_STAMP)
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -268,6 +276,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="check every section of a params file for every task, before any work",
     )
     check.add_argument("--params", default="params.yaml")
+    check.add_argument(
+        "--stamp",
+        type=Path,
+        default=None,
+        help="write this file when every check passes (the pipeline's validate stage)",
+    )
     check.set_defaults(func=_check_params)
 
     args = parser.parse_args(argv)
