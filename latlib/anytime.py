@@ -1,9 +1,10 @@
 """Use anytime: the searched frontier saved next to the model, and budget -> configuration.
 
 ``frontier.json`` lives in the model folder; ``LengthAdaptiveModel.from_pretrained``
-loads it, ``model.set_budget(0.5)`` picks the most accurate frontier point that costs at
-most half the full model, and ``python -m latlib select --model DIR --budget 0.5``
-prints that choice.
+loads it, ``model.set_budget(fraction=0.5)`` picks the most accurate frontier point that
+costs at most half the full model (``set_budget(macs=1.2e9)``: at most that many MACs per
+example), and ``python -m latlib select --model DIR --budget-fraction 0.5`` (or
+``--budget-macs``) prints that choice.
 
 A frontier holds only for the weights it was searched on, and its scores are what the
 search measured: the file records a fingerprint of those weights (``weights_sha256``,
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,78 @@ def content_digest(payload: dict[str, Any]) -> str:
     fields = {k: v for k, v in payload.items() if k != DIGEST_KEY}
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+# A budget's units and what each means. A later unit (say latency_ms) joins here and in
+# Budget.limit.
+BUDGET_UNITS: dict[str, str] = {
+    "fraction": "a fraction of the full model's MACs, in (0, 1]",
+    "macs": "MACs per example, > 0",
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A compute budget in one explicit unit (a key of ``BUDGET_UNITS``), checked."""
+
+    unit: str
+    value: float
+
+    def __post_init__(self) -> None:
+        problem = budget_problem(self.unit, self.value)
+        if problem:
+            raise ValueError(problem)
+
+    @classmethod
+    def of(
+        cls,
+        fraction: float | None = None,
+        macs: float | None = None,
+        names: dict[str, str] | None = None,
+    ) -> Budget:
+        """The one budget given. ``names`` are the arguments' names for the messages
+        (the command line's ``--budget-fraction``); by default the units'."""
+        names = {unit: unit for unit in BUDGET_UNITS} | (names or {})
+        given = {u: v for u, v in (("fraction", fraction), ("macs", macs)) if v is not None}
+        if len(given) != 1:
+            options = " or ".join(f"{names[u]} ({text})" for u, text in BUDGET_UNITS.items())
+            got = f"both {' and '.join(names[u] for u in given)}" if given else "neither"
+            raise ValueError(f"give exactly one budget, {options}; got {got}")
+        ((unit, value),) = given.items()
+        problem = budget_problem(unit, value, names)
+        if problem:
+            raise ValueError(problem)
+        return cls(unit, float(value))
+
+    def limit(self, full_macs: float) -> float:
+        """The budget in MACs, given the full model's."""
+        return self.value * full_macs if self.unit == "fraction" else self.value
+
+    def __str__(self) -> str:
+        return (
+            f"{self.value:g} of the full model"
+            if self.unit == "fraction"
+            else f"{self.value:.4g} MACs"
+        )
+
+
+def budget_problem(unit: str, value: Any, names: dict[str, str] | None = None) -> str | None:
+    """What is wrong with ``value`` as a budget in ``unit``, or None; ``names``: how the
+    messages call each unit's argument."""
+    names = {u: u for u in BUDGET_UNITS} | (names or {})
+    if unit not in BUDGET_UNITS:
+        return f"unknown budget unit {unit!r}; known: {list(BUDGET_UNITS)}"
+    name = names[unit]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return f"{name} must be a number, got {value!r}"
+    if not math.isfinite(value) or value <= 0:
+        return f"{name} must be a finite number > 0, got {value!r}"
+    if unit == "fraction" and value > 1:
+        return (
+            f"{name} must be in (0, 1] ({BUDGET_UNITS['fraction']}), got {value:g}; "
+            f"for an absolute budget give {names['macs']} instead"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -156,22 +231,29 @@ class Frontier:
     def cost(self, point: FrontierPoint, paper_style: bool = False) -> float:
         return point.paper_macs if paper_style else point.macs
 
-    def select(self, budget: float, paper_style: bool = False) -> FrontierPoint:
-        """The most accurate point (search score, then cheaper) whose cost fits ``budget``.
+    def select(
+        self,
+        fraction: float | None = None,
+        *,
+        macs: float | None = None,
+        paper_style: bool = False,
+    ) -> FrontierPoint:
+        """The most accurate point (search score, then cheaper) whose cost fits the budget:
+        a ``fraction`` of the full model's MACs in (0, 1], or absolute ``macs``; give one.
+        A budget below the cheapest point raises ``ValueError`` naming that point."""
+        return self.within(Budget.of(fraction=fraction, macs=macs), paper_style)
 
-        ``budget`` <= 1 is a fraction of the full model's MACs; larger is absolute MACs.
-        A budget below the cheapest point raises ``ValueError`` naming that point.
-        """
-        if budget <= 0:
-            raise ValueError(f"budget must be positive, got {budget}")
+    def within(self, budget: Budget, paper_style: bool = False) -> FrontierPoint:
+        """``select`` for a ``Budget`` already made (the command line makes its own)."""
         full = self.full_paper_macs if paper_style else self.full_macs
-        limit = budget * full if budget <= 1 else budget
+        limit = budget.limit(full)
         affordable = [p for p in self.points if self.cost(p, paper_style) <= limit * (1 + 1e-9)]
         if not affordable:
             cheapest = min(self.points, key=lambda p: self.cost(p, paper_style))
             cost = self.cost(cheapest, paper_style)
+            in_macs = "" if budget.unit == "macs" else f" ({limit:.4g} MACs)"
             raise ValueError(
-                f"budget {budget:g} ({limit:.4g} MACs) is below the cheapest frontier point: "
+                f"budget {budget}{in_macs} is below the cheapest frontier point: "
                 f"{cheapest.length_config} at {cost:.4g} MACs ({cost / full:.3f} of the full model, "
                 f"{self.metric} {cheapest.score:.2f}); ask for at least that"
             )

@@ -41,8 +41,8 @@ from transformers import (
 )
 from transformers.utils import ModelOutput
 
-from .anytime import FRONTIER_FILE, Frontier, FrontierPoint
-from .backbones import resolve_backbone
+from .anytime import FRONTIER_FILE, Budget, Frontier, FrontierPoint
+from .backbones import backbone_load_error, resolve_backbone
 from .layouts import LAYOUTS, SUPPORTED_MODEL_TYPES
 from .lengths import LENGTH_MODES, LengthMode, validate_length_config
 from .selection import (
@@ -211,7 +211,10 @@ class LengthAdaptiveModel(nn.Module):
         )
         if num_labels is not None:
             hf_kwargs["num_labels"] = num_labels
-        backbone = auto_class.from_pretrained(str(name_or_path), **hf_kwargs)
+        try:
+            backbone = auto_class.from_pretrained(str(name_or_path), **hf_kwargs)
+        except OSError as error:  # the hub's own message names neither folder nor embedded
+            raise OSError(backbone_load_error(name_or_path, error)) from error
         model = cls(backbone, config)
         frontier_file = Path(name_or_path) / FRONTIER_FILE
         if frontier_file.is_file():
@@ -244,9 +247,17 @@ class LengthAdaptiveModel(nn.Module):
         if frontier is not None:
             frontier.save(save_directory / FRONTIER_FILE)
 
-    def set_budget(self, budget: float, paper_style: bool = False) -> FrontierPoint:
-        """Run from now on at the most accurate frontier configuration within ``budget``
-        (a fraction of the full model's MACs if <= 1, else absolute MACs)."""
+    def set_budget(
+        self,
+        fraction: float | None = None,
+        *,
+        macs: float | None = None,
+        paper_style: bool = False,
+    ) -> FrontierPoint:
+        """Run from now on at the most accurate frontier configuration within the budget:
+        a ``fraction`` of the full model's MACs in (0, 1] (``set_budget(0.6)``), or
+        absolute ``macs`` per example (``set_budget(macs=1.2e9)``); give one."""
+        budget = Budget.of(fraction=fraction, macs=macs)  # a bad budget fails first
         if self.frontier is None:
             raise ValueError(
                 "this model has no frontier.json: run the search (notebooks/03_search.py or "
@@ -257,7 +268,7 @@ class LengthAdaptiveModel(nn.Module):
                 f"the frontier was searched in {self.frontier.length_mode!r} mode but the model "
                 f"runs in {self.config.length_mode!r} mode"
             )
-        point = self.frontier.select(budget, paper_style)
+        point = self.frontier.within(budget, paper_style)
         self.config.length_config = tuple(point.length_config)
         return point
 
@@ -390,7 +401,9 @@ class LengthAdaptiveModel(nn.Module):
         output_hidden_states: bool = False,
         length_mode: LengthMode | None = None,
     ) -> EncoderOutput:
-        """The encoder alone: embeddings, then every layer with token selection."""
+        """The encoder alone: embeddings, then every layer with token selection (forward's
+        first step, so an empty input fails here, before any layer)."""
+        check_input_shape(input_ids)
         mode = length_mode or self.config.length_mode
         length_config = self.resolve_length_config(length_config, mode, input_ids.size(1))
         if layer_keep is not None and len(layer_keep) != self.num_layers:
@@ -550,6 +563,22 @@ def set_linear_layout(module: nn.Module, inference: bool) -> None:
 
 def _restore_index(state: EncoderState) -> torch.Tensor:
     return restore_index(state.input_mask, state.mask, state.positions, state.hidden.size(-1))
+
+
+def check_input_shape(input_ids: torch.Tensor) -> None:
+    """Refuse inputs with no examples or no tokens: token selection needs at least one."""
+    if input_ids.dim() != 2:
+        raise ValueError(
+            f"input_ids must be [batch, tokens], got shape {tuple(input_ids.shape)}; "
+            "add a batch dimension with input_ids[None]"
+        )
+    batch, tokens = input_ids.shape
+    if batch == 0 or tokens == 0:
+        empty = "examples" if batch == 0 else "tokens"
+        raise ValueError(
+            f"input_ids has no {empty}: shape {tuple(input_ids.shape)}; give at least one "
+            "example of at least one token"
+        )
 
 
 def _read_saved_config(name_or_path: str | Path) -> dict[str, Any]:

@@ -63,7 +63,7 @@ pd.Series(chosen, name=f"{task}, budget {budget}").to_frame()
 
 # %%
 frontier = results[task].frontier
-plots.frontier_figure(frontier, frontier.select(budget))
+plots.frontier_figure(frontier, frontier.select(fraction=budget))
 
 # %% [markdown]
 # Drag the slider to try other budgets (in JupyterLab with `ipywidgets`; elsewhere,
@@ -102,6 +102,6 @@ else:
     from latlib.features import load_tokenizer
 
     model = LengthAdaptiveModel.from_pretrained(model_dir).eval()
-    model.set_budget(budget)
+    model.set_budget(fraction=budget)
     tokens, kept = surviving_tokens(model, load_tokenizer(model_dir), text, text_pair)
     display(plots.token_survival_figure(tokens, kept, title=f"{task}, budget {budget}"))  # noqa: F821

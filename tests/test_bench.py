@@ -67,7 +67,13 @@ def test_time_cases_runs_every_case_every_repetition():
     "section,message",
     [
         ({"repeats": 2}, "repeats must be >= 3"),
-        ({"batch_sizes": [0]}, "batch_sizes must be positive"),
+        ({"batch_sizes": [0]}, "bench.batch_sizes must be a non-empty list"),
+        ({"batch_sizes": []}, "bench.batch_sizes must be"),
+        ({"threads": 0}, "bench.threads must be null or >= 1, got 0"),
+        ({"max_points": 0}, "bench.max_points must be >= 1"),
+        ({"search_iterations": -1}, "bench.search_iterations must be >= 0"),
+        ({"max_examples": {32: -1}}, "bench.max_examples must be null or a map"),
+        ({"repeats": 5.0}, "bench.repeats must be int"),
         ({"max_point": 3}, "unknown key"),
         ({"overrides": {"squad": {"repeat": 3}}}, r"bench\.overrides\.squad"),
         ({"overrides": {"squad": 3}}, "must map a task"),
@@ -173,3 +179,12 @@ def test_ceiling_case_times_its_own_shorter_batches():
 def test_machine_description_names_the_vector_unit():
     text = machine_description()
     assert torch.backends.cpu.get_cpu_capability() in text and torch.__version__ in text
+
+
+def test_the_bench_schema_covers_every_setting():
+    from dataclasses import fields
+
+    from latlib.pipeline.params import BENCH_RANGES, BENCH_SCHEMA
+
+    names = {f.name for f in fields(BenchSettings)}
+    assert set(BENCH_SCHEMA) == names and set(BENCH_RANGES) == names

@@ -422,3 +422,52 @@ def test_save_load_round_trip(tmp_path, task_type, family):
 def test_embedded_backbone_by_name():
     model = LengthAdaptiveModel.from_pretrained("embedded:all-minilm-l6-v2", num_labels=2)
     assert model.num_layers == 6 and model.hf_config.hidden_size == 384
+
+
+@pytest.mark.parametrize("task_type", ["classification", "span"])
+@pytest.mark.parametrize(
+    "shape,message",
+    [
+        ((0, 8), r"input_ids has no examples: shape \(0, 8\)"),
+        ((2, 0), r"input_ids has no tokens: shape \(2, 0\)"),
+        ((8,), r"input_ids must be \[batch, tokens\], got shape \(8,\)"),
+    ],
+)
+def test_empty_inputs_are_refused_clearly(task_type, shape, message):
+    model = tiny_model(task_type)
+    input_ids = torch.full(shape, 5, dtype=torch.long)
+    for length_config in (None, (0.9, 0.8, 0.7, 0.6)):
+        with pytest.raises(ValueError, match=message), torch.no_grad():
+            model(input_ids, length_config=length_config)
+
+
+@pytest.mark.parametrize(
+    "name,message",
+    [
+        (
+            "./no/such/folder",
+            r"not an existing folder \(.*no/such/folder does not exist\), "
+            r"not an embedded name .* and not a hub name",
+        ),
+        ("embedded:bert-large", "unknown embedded backbone"),
+        ("random:tiny-bert", "has no weights to load"),
+    ],
+)
+def test_a_backbone_that_cannot_exist_says_what_was_tried(name, message):
+    from latlib.features import load_tokenizer
+
+    with pytest.raises(ValueError, match=message):
+        LengthAdaptiveModel.from_pretrained(name, num_labels=2)
+    if not name.startswith("random:"):  # random backbones borrow the embedded tokenizer
+        with pytest.raises(ValueError, match=message):
+            load_tokenizer(name)
+
+
+def test_a_hub_name_not_found_says_what_was_tried(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no download is attempted in tests
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OSError, match="not an existing folder .* not an embedded name .* hub"):
+        LengthAdaptiveModel.from_pretrained("latlib-tests/no-such-model", num_labels=2)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="the folder empty has no config.json"):
+        LengthAdaptiveModel.from_pretrained("empty", num_labels=2)

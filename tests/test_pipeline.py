@@ -98,7 +98,7 @@ def lock_outputs(project: Path) -> dict[str, list[str]]:
 def test_every_stage_ran_and_every_declared_output_exists(project):
     outputs = lock_outputs(project)
     expected = {f"{stage}@{task}" for stage in PER_TASK_STAGES for task in TASKS}
-    assert set(outputs) == expected | {"ablations", "report"}
+    assert set(outputs) == expected | {"ablations", "report", "validate"}
     for stage, paths in outputs.items():
         for path in paths:
             assert (project / path).exists(), f"{stage} declared {path} but did not write it"
@@ -210,12 +210,59 @@ def edited_param(project: Path, section: str, key: str, value: object):
         params_file.write_text(original)
 
 
+# One bad value per section of params.yaml, and a word its error must hold.
+BAD_VALUES = (
+    ("model", "length_mode", "sideways", "model.length_mode"),
+    ("data", "max_length", -5, "data.max_length"),
+    ("finetune", "eval_batch_size", 0, "finetune.eval_batch_size"),
+    ("lengthdrop", "num_sandwich", -1, "lengthdrop.num_sandwich"),
+    ("search", "mutation_prob", 2.0, "search.mutation_prob"),
+    ("evaluate", "tolerance", -1.0, "evaluate.tolerance"),
+    ("bench", "repeats", 0, "bench.repeats"),
+    ("variance", "seeds", [43, 43], "variance.seeds"),
+    ("ablations", "max_steps", 0, "ablations.max_steps"),
+)
+
+
+def output_digests(project: Path) -> dict[str, str]:
+    """A digest of every file a stage writes: models, results, figures, notebooks, lock."""
+    import hashlib
+
+    folders = ("models", "results", "figures", "notebooks/executed")
+    files = [f for folder in folders for f in (project / folder).rglob("*") if f.is_file()]
+    files.append(project / "dvc.lock")
+    return {str(f.relative_to(project)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+@pytest.mark.parametrize(("section", "key", "bad", "named"), BAD_VALUES)
+def test_a_bad_parameter_fails_before_dvc_touches_any_output(project, section, key, bad, named):
+    """`dvc repro` with a bad value stops at the validate stage, which every other stage
+    depends on: DVC has removed no output of the stages the edit would rerun."""
+    before = output_digests(project)
+    with edited_param(project, section, key, bad):
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "dvc"), "repro"],
+            cwd=project,
+            env={
+                **os.environ,
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            },
+            capture_output=True,
+            text=True,
+        )
+    assert done.returncode != 0, f"dvc repro accepted {section}.{key}: {bad!r}"
+    assert named in done.stdout + done.stderr
+    assert output_digests(project) == before
+    assert json.loads(dvc(project, "status", "--json")) == {}
+
+
 def test_changing_a_search_parameter_reruns_only_search_and_what_follows(project):
     with edited_param(project, "search", "seed", 1):
         changed = set(json.loads(dvc(project, "status", "--json")))
     # The bench times the search, and the ablations run searches of their own.
     expected = {f"{stage}@{task}" for stage in ("search", "evaluate", "bench") for task in TASKS}
-    assert changed == expected | {"ablations"}
+    # validate checks every edit; its unchanged stamp reruns nothing by itself
+    assert changed == expected | {"ablations", "validate"}
 
 
 def test_ablations_compare_every_variant(project):

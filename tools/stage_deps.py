@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "latlib"
 # The pipeline module that holds each stage of dvc.yaml.
 STAGE_MODULES = {
+    "validate": "latlib/pipeline/params.py",
     "finetune": "latlib/pipeline/training.py",
     "lengthdrop": "latlib/pipeline/training.py",
     "search": "latlib/pipeline/search.py",

@@ -10,7 +10,7 @@ by all variants (so the numbers compare across rows).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +19,15 @@ import pandas as pd
 from ..distributed import is_main_process
 from ..evaluation import macs_function
 from ..features import TaskData, primary_metric
-from ..lengthdrop import LengthDropConfig
 from ..lengths import full_config
 from ..store import SearchStore
 from . import plots
 from .curves import CurvePoint, cheapest_within, curve_hypervolume
 from .evaluate import curve_point
-from .params import TaskParams, task_params
+from .params import TaskParams, ablations_section, task_params
 from .paths import TaskPaths, read_json
 from .runs import smallest_score, task_data, train_from, training_run_dir
 from .search import params_evolutionary_search, params_search_problem
-
-_SEARCH_KEYS = ("population_size", "mutation_size", "crossover_size", "iterations")
-# What a variant may change: LengthDrop's own knobs and its optimiser's.
-VARIANT_KEYS = frozenset(
-    {f.name for f in fields(LengthDropConfig)} | {"learning_rate", "warmup_ratio", "seed"}
-)
 
 
 @dataclass(frozen=True)
@@ -48,41 +41,7 @@ class AblationSettings:
 
     @classmethod
     def from_params(cls, section: dict[str, Any], tasks: list[str]) -> AblationSettings:
-        known = {"task", "max_steps", "search", "variants"}
-        unknown = set(section) - known
-        if unknown:
-            raise ValueError(f"unknown key(s) ablations.{sorted(unknown)}; known: {sorted(known)}")
-        missing = known - set(section)
-        if missing:
-            raise ValueError(f"ablations lacks {sorted(missing)}")
-        if section["task"] not in tasks:
-            raise ValueError(
-                f"ablations.task {section['task']!r} is not in tasks {tasks}: the ablations "
-                "start from that task's fine-tuned model"
-            )
-        if not isinstance(section["max_steps"], int) or section["max_steps"] < 1:
-            raise ValueError(
-                f"ablations.max_steps must be a positive int, got {section['max_steps']!r}"
-            )
-        search = section["search"] or {}
-        if set(search) != set(_SEARCH_KEYS):
-            raise ValueError(f"ablations.search must set exactly {list(_SEARCH_KEYS)}")
-        variants = section["variants"] or {}
-        if len(variants) < 2:
-            raise ValueError("ablations.variants needs at least two variants to compare")
-        for name, changes in variants.items():
-            bad = set(changes or {}) - VARIANT_KEYS
-            if bad:
-                raise ValueError(
-                    f"ablations.variants.{name} changes {sorted(bad)}, which are not LengthDrop "
-                    f"settings; allowed: {sorted(VARIANT_KEYS)}"
-                )
-        return cls(
-            task=section["task"],
-            max_steps=section["max_steps"],
-            search={k: int(search[k]) for k in _SEARCH_KEYS},
-            variants={name: dict(changes or {}) for name, changes in variants.items()},
-        )
+        return cls(**ablations_section(section, tasks))  # the rules live with params.yaml's
 
 
 def variant_params(params: TaskParams, changes: dict[str, Any], max_steps: int) -> TaskParams:

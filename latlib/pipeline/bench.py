@@ -22,7 +22,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from ..lengths import sample_length_config, smallest_config, to_model_lengths
 from ..model import LengthAdaptiveModel
 from ..store import SearchStore
 from . import plots
-from .params import TaskParams
+from .params import TaskParams, bench_section
 from .paths import TaskPaths
 from .runs import task_data
 from .search import params_evolutionary_search, params_search_problem
@@ -342,20 +342,8 @@ class BenchSettings:
     def from_params(cls, section: dict[str, Any], task: str | None = None) -> BenchSettings:
         """The settings of ``task``: the section with ``overrides[task]`` applied (a long
         input costs more per pass, so SQuAD times fewer examples than SST-2)."""
-        section = dict(section)
-        overrides = section.pop("overrides", None) or {}
-        if not isinstance(overrides, dict) or not all(
-            isinstance(v, dict) for v in overrides.values()
-        ):
-            raise ValueError(
-                "bench.overrides must map a task to its values, e.g. {squad: {repeats: 3}}"
-            )
-        if task is not None:
-            section.update(overrides.get(task, {}))
-        for name, values in overrides.items():  # unknown keys fail for every task alike
-            cls._check_keys(values, f"bench.overrides.{name}")
-        cls._check_keys(section, "bench")
-        settings = cls(
+        section = bench_section(section, task)
+        return cls(
             batch_sizes=tuple(section.get("batch_sizes", (1, 32))),
             repeats=section.get("repeats", 5),
             max_examples={int(k): v for k, v in (section.get("max_examples") or {}).items()},
@@ -363,22 +351,6 @@ class BenchSettings:
             threads=section.get("threads"),
             search_iterations=section.get("search_iterations", 2),
         )
-        if not settings.batch_sizes or any(b < 1 for b in settings.batch_sizes):
-            raise ValueError(f"bench.batch_sizes must be positive, got {settings.batch_sizes}")
-        if settings.repeats < 3:
-            raise ValueError("bench.repeats must be >= 3 for a median and a spread")
-        if settings.max_points < 1:
-            raise ValueError("bench.max_points must be >= 1")
-        if settings.search_iterations < 0:
-            raise ValueError("bench.search_iterations must be >= 0 (0: no search timing)")
-        return settings
-
-    @classmethod
-    def _check_keys(cls, section: dict[str, Any], name: str) -> None:
-        known = {f.name for f in fields(cls)}
-        unknown = set(section) - known
-        if unknown:
-            raise ValueError(f"unknown key(s) {name}.{sorted(unknown)}; known: {sorted(known)}")
 
 
 def spread_points(points: Sequence[Any], count: int) -> list[Any]:

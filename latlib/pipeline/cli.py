@@ -1,4 +1,5 @@
-"""Command line: ``python -m latlib {train,demo,stage,select} ...`` (``--help`` on each)."""
+"""Command line: ``python -m latlib {train,demo,stage,select,check-params} ...`` (``--help``
+on each)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import distributed
-from ..anytime import FRONTIER_FILE, Frontier
+from ..anytime import FRONTIER_FILE, Budget, Frontier
 from ..evaluation import evaluate_model
 from ..features import load_tokenizer, prepare_task_data
 from ..flops import example_macs
@@ -83,8 +84,35 @@ def _select(args: argparse.Namespace) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run the search for this model first")
     frontier = Frontier.load(path)
-    point = frontier.select(args.budget, paper_style=args.paper_style)
+    point = frontier.within(_budget(args), paper_style=args.paper_style)
     print(json.dumps(frontier.describe(point), indent=2))
+
+
+def _budget(args: argparse.Namespace) -> Budget:
+    """The one budget option given, named in any message as it was typed."""
+    # --budget is --budget-fraction's old name; a value above 1 used to mean MACs.
+    alias = args.budget is not None
+    fraction = args.budget if alias else args.budget_fraction
+    names = {
+        "fraction": "--budget" if alias else "--budget-fraction",
+        "macs": "--budget-macs",
+    }
+    return Budget.of(fraction=fraction, macs=args.budget_macs, names=names)
+
+
+# What the pipeline's first stage writes when params.yaml passes (dvc.yaml, validate):
+# the same bytes for every valid file, so a valid edit reruns only the stages it affects.
+VALID_STAMP = "params.yaml passed every check of latlib.pipeline.params\n"
+
+
+def _check_params(args: argparse.Namespace) -> None:
+    """Every section of every stage, for every task, without doing any work."""
+    params = load_params(args.params)
+    count = len(params["tasks"])
+    print(f"{args.params}: every section is valid ({count} task{'s' if count != 1 else ''})")
+    if args.stamp is not None:
+        args.stamp.parent.mkdir(parents=True, exist_ok=True)
+        args.stamp.write_text(VALID_STAMP)
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -223,11 +251,18 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     select = commands.add_parser("select", help="the best searched configuration within a budget")
     select.add_argument("--model", required=True, help="a model folder with frontier.json")
-    select.add_argument(
-        "--budget",
-        required=True,
+    budget = select.add_mutually_exclusive_group(required=True)
+    budget.add_argument(
+        "--budget-fraction",
         type=float,
-        help="a fraction of the full model's MACs (<= 1) or absolute MACs",
+        metavar="FRACTION",
+        help="a fraction of the full model's MACs, in (0, 1]",
+    )
+    budget.add_argument(
+        "--budget-macs", type=float, metavar="MACS", help="MACs per example, e.g. 1.2e9"
+    )
+    budget.add_argument(
+        "--budget", type=float, metavar="FRACTION", help="the same as --budget-fraction"
     )
     select.add_argument(
         "--paper-style",
@@ -235,6 +270,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="budget in the paper's MACs (one unpadded max-length input)",
     )
     select.set_defaults(func=_select)
+
+    check = commands.add_parser(
+        "check-params",
+        help="check every section of a params file for every task, before any work",
+    )
+    check.add_argument("--params", default="params.yaml")
+    check.add_argument(
+        "--stamp",
+        type=Path,
+        default=None,
+        help="write this file when every check passes (the pipeline's validate stage)",
+    )
+    check.set_defaults(func=_check_params)
 
     args = parser.parse_args(argv)
     try:

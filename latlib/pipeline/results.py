@@ -34,7 +34,7 @@ class TaskResults:
     def choose(self, budget: float) -> dict[str, Any]:
         """The frontier point ``set_budget(budget)`` would pick (``budget``: a fraction
         of the full model's real-token FLOPs), as a printable record."""
-        return self.frontier.describe(self.frontier.select(budget))
+        return self.frontier.describe(self.frontier.select(fraction=budget))
 
 
 def committed_results(tasks: list[str], root: Path = Path(".")) -> dict[str, TaskResults]:

@@ -25,7 +25,7 @@ from ..model import LengthAdaptiveModel
 from . import plots
 from .curves import NO_RESTORE, SMALLEST_ROW, STANDARD_ROW, CurvePoint
 from .evaluate import curve_point, table_split, without_drop_and_restore
-from .params import TaskParams, task_params
+from .params import TaskParams, task_params, variance_section
 from .paths import TaskPaths, read_json
 from .runs import task_data, train_from, training_run_dir
 
@@ -43,31 +43,8 @@ class VarianceSettings:
     ) -> VarianceSettings:
         """The section, checked; ``tasks``: the pipeline's tasks, which must include
         every task of ``variance.tasks``."""
-        section = section or {}
-        unknown = set(section) - {"seeds", "tasks"}
-        if unknown:
-            raise ValueError(
-                f"unknown key(s) variance.{sorted(unknown)}; known: ['seeds', 'tasks']"
-            )
-        variance_tasks = section.get("tasks", [])
-        if not isinstance(variance_tasks, list) or not all(
-            isinstance(t, str) for t in variance_tasks
-        ):
-            raise ValueError(f"variance.tasks must be a list of task names, got {variance_tasks!r}")
-        outside = [t for t in variance_tasks if tasks is not None and t not in tasks]
-        if outside:
-            raise ValueError(
-                f"variance.tasks names {outside}, which 'tasks' ({tasks}) does not run; "
-                "add them to 'tasks' or remove them from variance.tasks"
-            )
-        seeds = section.get("seeds") or []
-        if not isinstance(seeds, list) or not all(
-            isinstance(s, int) and not isinstance(s, bool) for s in seeds
-        ):
-            raise ValueError(f"variance.seeds must be a list of ints, got {seeds!r}")
-        if len(set(seeds)) != len(seeds):
-            raise ValueError(f"variance.seeds repeats a seed: {seeds}")
-        return cls(seeds=tuple(seeds), tasks=tuple(variance_tasks))
+        checked = variance_section(section, tasks)  # the rules live with params.yaml's
+        return cls(seeds=tuple(checked["seeds"]), tasks=tuple(checked["tasks"]))
 
     def all_seeds(self, main_seed: int) -> tuple[int, ...]:
         """The main run's seed first, then the extra ones (the main seed listed again is
