@@ -191,7 +191,7 @@ def default_params() -> dict:
 def test_data_bad_rows_is_checked_with_its_name():
     params = copy.deepcopy(default_params())
     params["data"]["bad_rows"] = "ignore"
-    with pytest.raises(ValueError, match="data.bad_rows must be 'error' or 'skip'"):
+    with pytest.raises(ValueError, match=r"data.bad_rows must be one of \['error', 'skip'\]"):
         check_params(params)
     params["data"].pop("bad_rows")
     with pytest.raises(ValueError, match=r"data lacks \['bad_rows'\]"):

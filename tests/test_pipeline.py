@@ -404,9 +404,10 @@ def test_bench_tables_hold_the_cases_side_by_side(project):
         params = yaml.safe_load((project / "params.yaml").read_text())["bench"]
         if params.get("overrides", {}).get(task, {}).get("search_iterations") == 0:
             # not timed for this task, but the file dvc.yaml declares is there and says so
-            assert search.empty and "Not timed" in (
-                project / "results" / "bench" / f"{task}-search.md"
-            ).read_text()
+            assert (
+                search.empty
+                and "Not timed" in (project / "results" / "bench" / f"{task}-search.md").read_text()
+            )
             continue
         assert list(search["path"]) == [path for path, _, _ in SEARCH_PATHS]
         assert search["same_scores"].all()  # the cache never changes a score
