@@ -25,6 +25,9 @@ from latlib.pipeline.stage_times import StageTime, describe, estimate, local_tim
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE = re.compile(r'^"([^"]+)";$')
+# Stages whose output is the same whenever they succeed (validate's stamp): a rerun of
+# one changes no input downstream, so it sets nothing else running.
+CONSTANT_OUTPUT = ("validate",)
 EDGE = re.compile(r'^"([^"]+)" -> "([^"]+)";$')
 
 
@@ -76,7 +79,7 @@ def stages_to_run(targets: list[str], root: Path = ROOT) -> list[str]:
                 needed.add(stage)
                 todo.extend(parents.get(stage, []))
     running = {stage for stage in changed if stage in needed}
-    todo = list(running)
+    todo = [stage for stage in running if stage not in CONSTANT_OUTPUT]
     while todo:
         for kid in children.get(todo.pop(), []):
             if kid in needed and kid not in running:

@@ -13,13 +13,10 @@ long the next ``dvc repro`` will take.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import jupytext
@@ -28,7 +25,6 @@ import papermill
 import yaml
 
 NOISY_CELL_METADATA = ("papermill", "execution")
-STAGE_TIMES = Path("runs") / "stage-times.json"
 
 
 def strip_noise(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -107,30 +103,6 @@ def stage_name(notebook: Path, parameters: dict[str, object]) -> str:
     return f"{name}@{task}" if task else name
 
 
-def machine() -> str:
-    """The CPU model and core count: what a stage's wall time depends on most."""
-    cpu = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cpu}, {os.cpu_count()} cores"
-
-
-def record_stage_time(stage: str, seconds: float, file: Path = STAGE_TIMES) -> None:
-    """Keep the last wall time of each stage (not in git: no two runs take the same)."""
-    times = json.loads(file.read_text()) if file.is_file() else {}
-    times[stage] = {
-        "seconds": round(seconds, 1),
-        "machine": machine(),
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    file.parent.mkdir(parents=True, exist_ok=True)
-    file.write_text(json.dumps(times, indent=2, sort_keys=True) + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebook", type=Path, help="a jupytext percent file (notebooks/*.py)")
@@ -146,7 +118,11 @@ def main() -> None:
     parameters = {name: yaml.safe_load(value) for name, value in args.parameter}
     started = time.perf_counter()
     run_notebook(args.notebook, args.output, parameters)
-    record_stage_time(stage_name(args.notebook, parameters), time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    # Imported here: the library's import time should not delay the notebook's start.
+    from latlib.pipeline.stage_times import record_local
+
+    record_local(stage_name(args.notebook, parameters), seconds)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from ..lengths import constant_rate_config, smallest_config, to_model_lengths
 from ..train import TrainConfig, build_model, train_model
 from . import STAGES, run_stage
 from .params import load_params
+from .stage_times import record_local
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -107,12 +109,14 @@ VALID_STAMP = "params.yaml passed every check of latlib.pipeline.params\n"
 
 def _check_params(args: argparse.Namespace) -> None:
     """Every section of every stage, for every task, without doing any work."""
+    started = time.perf_counter()
     params = load_params(args.params)
     count = len(params["tasks"])
     print(f"{args.params}: every section is valid ({count} task{'s' if count != 1 else ''})")
     if args.stamp is not None:
         args.stamp.parent.mkdir(parents=True, exist_ok=True)
         args.stamp.write_text(VALID_STAMP)
+        record_local("validate", time.perf_counter() - started)
 
 
 def _demo(args: argparse.Namespace) -> None:

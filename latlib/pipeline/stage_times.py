@@ -1,6 +1,7 @@
 """How long each stage took: this machine's last run and the committed reference run.
 
-``tools/run_notebook.py`` writes each stage's wall time to ``runs/stage-times.json``
+``tools/run_notebook.py`` (and the validate stage) write each stage's wall time to
+``runs/stage-times.json`` with :func:`record_local`
 (this machine, not in git: no two runs take the same time); ``python tools/plan.py
 --record`` copies those into ``results/stage-times.csv`` (committed, with the machine),
 so that a fresh clone can say how long a stage takes before running it.
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 LOCAL_TIMES = Path("runs") / "stage-times.json"
@@ -26,6 +29,31 @@ class StageTime:
     stage: str
     seconds: float | None  # None: never timed
     source: str  # where the figure comes from
+
+
+def machine() -> str:
+    """The CPU model and core count: what a stage's wall time depends on most."""
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def record_local(stage: str, seconds: float, root: Path = Path(".")) -> None:
+    """Keep the last wall time of each stage (not in git: no two runs take the same)."""
+    file = root / LOCAL_TIMES
+    times = json.loads(file.read_text()) if file.is_file() else {}
+    times[stage] = {
+        "seconds": round(seconds, 1),
+        "machine": machine(),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(json.dumps(times, indent=2, sort_keys=True) + "\n")
 
 
 def local_times(root: Path = Path(".")) -> dict[str, dict[str, object]]:
