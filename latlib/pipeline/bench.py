@@ -17,7 +17,6 @@ for reading every weight and for dispatching every operator whatever the length.
 
 from __future__ import annotations
 
-import os
 import random
 import tempfile
 import time
@@ -46,6 +45,7 @@ from .params import TaskParams, bench_section
 from .paths import TaskPaths
 from .runs import task_data
 from .search import params_evolutionary_search, params_search_problem
+from .stage_times import machine
 
 PLAIN = "transformers (sdpa)"
 FULL = "latlib, full length"
@@ -196,16 +196,9 @@ def ceiling_case(
 def machine_description() -> str:
     """CPU model, cores, the vector instructions torch uses, torch's threads and version:
     what a speed measurement depends on."""
-    cpu = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     capability = torch.backends.cpu.get_cpu_capability()
     return (
-        f"{cpu}, {os.cpu_count()} cores, {capability}, {torch.get_num_threads()} torch threads, "
+        f"{machine()}, {capability}, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}"
     )
 
