@@ -443,7 +443,8 @@ def test_the_plan_says_what_repro_would_run_and_how_long(project):
     assert "evaluate@sst2" in printed and "evaluate@squad" in printed and "report" in printed
     assert "finetune@sst2" not in printed and "bench@sst2" not in printed
     assert "last run here" in printed  # the smoke run's own stage times
-    assert "total: about" in printed
+    # a total (under a minute on a fast machine: the smoke profile's stages are short)
+    assert "total: about" in printed or "total: under a minute" in printed
 
 
 def test_the_plan_works_where_models_are_missing(project):
